@@ -1,0 +1,71 @@
+"""Stage calibrate: BatchNorm statistics measured once over the whole training set.
+
+Evaluates every seed of the BatchNorm model with those statistics and with the running ones
+kept during training, and measures how far the two sets of statistics are apart.
+"""
+
+import click
+import torch
+
+from actgrad.model import Weights, batch_stats, split_loss
+from actgrad.report import seed_summary
+
+from .common import (
+    flat_metrics,
+    load_split,
+    log,
+    log_values,
+    mlflow_client,
+    mlflow_run,
+    read_params,
+    run_tags,
+    stage_command,
+    write_json,
+)
+
+
+@click.command()
+@click.option("--data", default="data/split", show_default=True)
+@stage_command
+def main(data):
+    params = read_params()
+    variant = params.calibrate.variant
+    client, exp_id = mlflow_client()
+    splits = {name: load_split(data, name) for name in ("train", "val")}
+    weights = Weights.from_state_dict(torch.load(f"models/{variant}.pt", weights_only=True))
+    log(f"calibrate: {variant}, {len(weights.seeds)} seeds")
+    keys = (
+        "train_loss",
+        "val_loss",
+        "running_train_loss",
+        "running_val_loss",
+        "mean_max_abs_diff",
+        "std_max_rel_diff",
+    )
+    per_seed = {k: [] for k in keys}
+    with mlflow_run(client, exp_id, "calibrate", run_tags(variant=variant)) as run_id:
+        for s in range(len(weights.seeds)):
+            w = weights.seed_slice(s)
+            mean, std = batch_stats(w, splits["train"][0])
+            for name, (X, Y) in splits.items():
+                per_seed[f"{name}_loss"].append(split_loss(w, X, Y, (mean, std)))
+                per_seed[f"running_{name}_loss"].append(split_loss(w, X, Y))
+            per_seed["mean_max_abs_diff"].append((w["bn_mean"] - mean).abs().max().item())
+            per_seed["std_max_rel_diff"].append(((w["bn_std"] - std) / std).abs().max().item())
+        metrics = {k: v[0] for k, v in per_seed.items()}
+        metrics["seeds"] = {
+            str(seed): {k: v[i] for k, v in per_seed.items()}
+            for i, seed in enumerate(weights.seeds)
+        }
+        metrics.update(seed_summary(per_seed))
+        write_json("metrics/calibrate.json", metrics)
+        log_values(client, run_id, flat_metrics(metrics), {"variant": variant})
+        client.log_artifact(run_id, "metrics/calibrate.json")
+    log(
+        f"calibrate: calibrated train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f}; "
+        f"running train {metrics['running_train_loss']:.4f} val {metrics['running_val_loss']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

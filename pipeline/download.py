@@ -1,0 +1,24 @@
+"""Stage download: fetch names.txt (or take it from the offline cache) and verify its hash."""
+
+import click
+
+from actgrad.data import default_cache_dir, fetch_names, read_words
+
+from .common import log, read_params, stage_command, write_text
+
+
+@click.command()
+@click.option("--out", default="data/raw/names.txt", show_default=True)
+@stage_command
+def main(out):
+    data = read_params().data
+    cache = default_cache_dir()
+    log(f"download: {data.url} (offline cache {cache})")
+    text = fetch_names(data.url, data.sha256, cache).decode()
+    read_words(text)  # refuse a file with no usable names here, not deep in training
+    write_text(out, text)
+    log(f"download: wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

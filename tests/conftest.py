@@ -1,0 +1,85 @@
+"""Shared fixtures: the real names.txt, and small-step copies of the project to run DVC in."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["src", "pipeline", "dvc.yaml", "params.yaml", "expected.yaml", "pyproject.toml"]
+LECTURE_SEED = 2147483647
+
+
+def names_file():
+    """names.txt from $ACTGRAD_DATA_CACHE, else ../shared/data (as .ci/run seeds it)."""
+    for candidate in (
+        Path(os.environ.get("ACTGRAD_DATA_CACHE", "/nonexistent")) / "names.txt",
+        ROOT.parent / "shared" / "data" / "names.txt",
+    ):
+        if candidate.is_file():
+            return candidate
+    pytest.fail("names.txt not found: set ACTGRAD_DATA_CACHE to a folder holding it")
+
+
+@pytest.fixture(scope="session")
+def names_text():
+    return names_file().read_text()
+
+
+@pytest.fixture(scope="session")
+def splits(names_text):
+    from actgrad.data import make_splits, read_words
+
+    return make_splits(read_words(names_text), 3, (0.8, 0.1, 0.1), 42)
+
+
+def run(cmd, cwd, env=None, check=True, **kwargs):
+    """Run a command, returning the CompletedProcess; show its output if it fails."""
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{cmd} exited {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def small_params(path, steps=300, seeds=(LECTURE_SEED, 1), **overrides):
+    """Rewrite params.yaml in `path` for a quick run."""
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["train"].update(
+        steps=steps, lr_decay_step=steps // 2, curve_every=100, seeds=list(seeds)
+    )
+    for key, value in overrides.items():
+        section, name = key.split(".", 1)
+        params[section][name] = value
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git + DVC copy of the project in tmp_path, small-step params, its own MLflow store."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copy2(ROOT / ".gitignore", dest / ".gitignore")
+    small_params(dest)
+    env = dict(os.environ)
+    env.update(
+        ACTGRAD_DATA_CACHE=str(names_file().parent),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        CI="true",
+    )
+    env.pop("DVC_ROOT", None)
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dest)
+    return dest, env

@@ -1,0 +1,101 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import LECTURE_SEED
+
+from actgrad.config import TrainConfig, Variant
+from actgrad.model import init_weights, seed_losses
+from actgrad.train import Diverged, train
+
+KAIMING = Variant(w1_scale=5 / 3, w1_fan_in=True, b1_scale=0.01, w2_scale=0.01, b2_scale=0.0)
+BATCHNORM = Variant(w1_scale=5 / 3, w1_fan_in=True, w2_scale=0.01, b2_scale=0.0, batchnorm=True)
+BASELINE = Variant()
+
+
+def lecture_loop(Xtr, Ytr, variant, steps, lr_decay_step, seed=LECTURE_SEED):
+    """The lecture notebook's training loop, transcribed with autograd; returns lossi."""
+    n_embd, n_hidden, block_size, vocab_size = 10, 200, 3, 27
+    g = torch.Generator().manual_seed(seed)
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * variant.w1_scale
+    if variant.w1_fan_in:
+        W1 = W1 / (n_embd * block_size) ** 0.5
+    b1 = None if variant.batchnorm else torch.randn(n_hidden, generator=g) * variant.b1_scale
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * variant.w2_scale
+    b2 = torch.randn(vocab_size, generator=g) * variant.b2_scale
+    bngain, bnbias = torch.ones((1, n_hidden)), torch.zeros((1, n_hidden))
+    parameters = [C, W1, W2, b2] + ([bngain, bnbias] if variant.batchnorm else [b1])
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    for i in range(steps):
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        emb = C[Xb]
+        hpreact = emb.view(emb.shape[0], -1) @ W1
+        if variant.batchnorm:
+            bnmeani = hpreact.mean(0, keepdim=True)
+            bnstdi = hpreact.std(0, keepdim=True)
+            hpreact = bngain * (hpreact - bnmeani) / bnstdi + bnbias
+        else:
+            hpreact = hpreact + b1
+        h = torch.tanh(hpreact)
+        loss = F.cross_entropy(h @ W2 + b2, Yb)
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < lr_decay_step else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+    return torch.tensor(lossi), parameters
+
+
+def engine(X, Y, variant, seeds, steps=300, **cfg):
+    cfg = TrainConfig(steps=steps, lr_decay_step=steps // 2, curve_every=100, seeds=seeds, **cfg)
+    weights, generators = init_weights(seeds, variant, 27, 3, 10, 200)
+    return weights, train(weights, generators, X, Y, cfg)
+
+
+@pytest.mark.parametrize("variant", [BASELINE, KAIMING], ids=["baseline", "kaiming"])
+def test_engine_equals_the_lecture_loop_bit_for_bit(splits, variant):
+    X, Y = splits[1]["train"]
+    expected, params = lecture_loop(X, Y, variant, 300, 150)
+    weights, result = engine(X, Y, variant, (LECTURE_SEED,))
+    torch.testing.assert_close(result.losses[0], expected, rtol=0, atol=1e-5)
+    # the weights themselves end up identical: same kernels, same rounding
+    assert torch.equal(weights.params["W1"][0], params[1].detach())
+    assert torch.equal(weights.params["C"][0], params[0].detach())
+
+
+def test_batchnorm_engine_follows_the_lecture_loop(splits):
+    X, Y = splits[1]["train"]
+    expected, _ = lecture_loop(X, Y, BATCHNORM, 300, 150)
+    _, result = engine(X, Y, BATCHNORM, (LECTURE_SEED,))
+    torch.testing.assert_close(result.losses[0], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [KAIMING, BATCHNORM], ids=["kaiming", "batchnorm"])
+def test_a_seed_trains_the_same_alone_or_among_others(splits, variant):
+    X, Y = splits[1]["train"]
+    alone_w, alone = engine(X, Y, variant, (LECTURE_SEED,))
+    batch_w, batch = engine(X, Y, variant, (3, LECTURE_SEED, 1, 2, 4))
+    assert torch.equal(batch.losses[1], alone.losses[0])
+    assert torch.equal(batch_w.params["W2"][1], alone_w.params["W2"][0])
+    if variant.batchnorm:
+        assert torch.equal(batch_w.bn_std[1], alone_w.bn_std[0])
+
+
+def test_training_lowers_the_loss_of_every_seed(splits):
+    (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
+    weights, result = engine(X, Y, KAIMING, (LECTURE_SEED, 7), steps=500)
+    assert all(v < 2.7 for v in seed_losses(weights, Xv, Yv))
+    assert (result.losses[:, :50].mean(1) > result.losses[:, -50:].mean(1) + 0.2).all()
+
+
+def test_divergence_stops_at_the_first_bad_step_naming_seed_and_step(splits):
+    X, Y = splits[1]["train"]
+    with pytest.raises(Diverged) as e:
+        engine(X, Y, BASELINE, (LECTURE_SEED, 5), steps=300, lr=1e4)
+    assert e.value.seed in (LECTURE_SEED, 5) and 0 < e.value.step < 300
+    assert f"diverged at step {e.value.step}" in str(e.value)
