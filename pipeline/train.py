@@ -1,6 +1,7 @@
 """Stage train@<variant>: train every seed of one variant, evaluate, save, log to MLflow."""
 
 import dataclasses
+import os
 import tempfile
 import time
 from contextlib import ExitStack
@@ -10,10 +11,10 @@ import click
 import torch
 
 from actgrad.config import ParamsError
-from actgrad.model import init_weights, seed_losses
+from actgrad.model import seed_losses
 from actgrad.plots import loss_curve_figure
 from actgrad.report import seed_summary
-from actgrad.train import curve, train
+from actgrad.train import Diverged, curve, train_seeds
 
 from .common import (
     atomic_path,
@@ -42,8 +43,14 @@ def curve_csv(steps, loss, log10_loss, loss_mean):
 @click.command()
 @click.argument("variant")
 @click.option("--data", default="data/split", show_default=True)
+@click.option(
+    "--workers",
+    default=os.cpu_count(),
+    show_default=True,
+    help="processes to spread the seeds over (the numbers do not depend on it)",
+)
 @stage_command
-def main(variant, data):
+def main(variant, data, workers):
     params = read_params()
     if variant not in params.variants:
         raise ParamsError(
@@ -53,7 +60,7 @@ def main(variant, data):
     client, exp_id = mlflow_client()
     (X, Y), (Xval, Yval) = load_split(data, "train"), load_split(data, "val")
     torch.set_num_threads(1)
-    log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps")
+    log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {workers} processes")
     started = time.time()
 
     tags = run_tags(variant=variant)
@@ -69,16 +76,20 @@ def main(variant, data):
             )
             for s in cfg.seeds
         ]
-        weights, generators = init_weights(
-            cfg.seeds, recipe, len(load_vocab(data)), X.shape[1], cfg.n_embd, cfg.n_hidden
-        )
         with progress_bar(cfg.steps, f"train@{variant}") as bar:
 
             def on_chunk(step, losses):
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{losses[0, -1].item():.4f}")
 
-            result = train(weights, generators, X, Y, cfg, on_chunk)
+            try:
+                weights, result = train_seeds(
+                    cfg.seeds, recipe, cfg, X, Y, len(load_vocab(data)), workers, on_chunk
+                )
+            except Diverged as e:
+                raise click.ClickException(
+                    f"train@{variant}: {e}; lower train.lr or raise train.max_loss"
+                ) from None
 
         per_seed = {
             "train_loss": seed_losses(weights, X, Y),

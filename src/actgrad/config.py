@@ -66,6 +66,7 @@ class TrainConfig:
     lr_decayed: float = 0.01
     bn_momentum: float = 0.001
     curve_every: int = 1000
+    max_loss: float = 100.0  # a minibatch loss above this (or NaN/inf) stops training
     seeds: tuple[int, ...] = (2147483647,)
 
     def validate(self, key):
@@ -74,7 +75,7 @@ class TrainConfig:
                 raise ParamsError(
                     f"{key}.{name}: must be an integer > 0, got {getattr(self, name)}"
                 )
-        for name in ("lr", "lr_decayed"):
+        for name in ("lr", "lr_decayed", "max_loss"):
             if not getattr(self, name) > 0:
                 raise ParamsError(f"{key}.{name}: must be a number > 0, got {getattr(self, name)}")
         if self.batch_size < 2:

@@ -32,7 +32,7 @@ class Weights:
 
     def state_dict(self):
         """Plain tensors only, so torch.load(..., weights_only=True) reads it back."""
-        state = {name: t.clone() for name, t in self.params.items()}
+        state = {n: t.clone(memory_format=torch.contiguous_format) for n, t in self.params.items()}
         state["seeds"] = torch.tensor(self.seeds, dtype=torch.long)
         if self.batchnorm:
             state["bn_mean"], state["bn_std"] = self.bn_mean.clone(), self.bn_std.clone()

@@ -4,21 +4,28 @@ The math is the lecture's (tanh MLP, optional BatchNorm with unbiased batch std 
 epsilon, cross-entropy, plain SGD). Each seed has its own generator, which draws that seed's
 minibatch indices exactly as the lecture's loop does, so a seed's trajectory does not depend
 on which other seeds share the batch. The hot loop never syncs with the host: losses land in
-a preallocated tensor and are checked for NaN/inf once per chunk of steps.
+a preallocated tensor and are checked for divergence once per chunk of steps.
 """
 
 import math
+import multiprocessing
+import signal
 from dataclasses import dataclass
 
 import torch
+
+from .model import Weights, init_weights
 
 
 class Diverged(RuntimeError):
     """A loss became NaN or infinite."""
 
     def __init__(self, seed, step, loss):
-        super().__init__(f"seed {seed} diverged at step {step} (loss {loss})")
+        super().__init__(seed, step, loss)
         self.seed, self.step, self.loss = seed, step, loss
+
+    def __str__(self):
+        return f"seed {self.seed} diverged at step {self.step} (loss {self.loss})"
 
 
 @dataclass
@@ -45,11 +52,14 @@ def train(weights, generators, X, Y, cfg, on_chunk=None):
     S, B, steps = len(weights.seeds), cfg.batch_size, cfg.steps
     V, E = weights.params["C"].shape[1:]
     T = X.shape[1]
-    flat, p = _flatten(weights.params)
-    weights.params = p
+    # W2 is kept transposed, (S, V, H), so the output layer works on (S, V, B) logits: on this
+    # CPU those batched matmuls run about 1.5x faster than the (S, B, V) ones.
+    flat, p = _flatten({**weights.params, "W2": weights.params["W2"].transpose(1, 2)})
     gflat, g = _flatten({name: torch.zeros_like(t) for name, t in p.items()})
+    weights.params = {**p, "W2": p["W2"].transpose(1, 2)}
+    b2, gb2 = p["b2"].view(S, V, 1), g["b2"].view(S, V, 1)
     bn = weights.batchnorm
-    seed_offset = (torch.arange(S) * V).view(S, 1, 1)
+    seed_offset = (torch.arange(S) * V).view(1, S, 1, 1)
     losses = torch.empty(steps, S)
 
     for start in range(0, steps, cfg.curve_every):
@@ -57,53 +67,57 @@ def train(weights, generators, X, Y, cfg, on_chunk=None):
         ix = torch.stack(
             [torch.randint(0, X.shape[0], (n, B), generator=gen) for gen in generators], 1
         )
-        ctx = X[ix] + seed_offset  # (n, S, B, T) rows of the stacked embedding table
-        targets = Y[ix].unsqueeze(-1)  # (n, S, B, 1)
+        rows = (X[ix] + seed_offset).view(n, S * B * T)  # rows of the stacked embedding table
+        targets = Y[ix].unsqueeze(2)  # (n, S, 1, B)
+        # gradient of the mean NLL w.r.t. log-probs: -1/B at each target, for the whole chunk
+        dnll = torch.zeros(n, S, V, B).scatter_(2, targets, -1.0 / B)
+        picked = torch.empty(n, S, 1, B)  # log-prob of each target, averaged into the loss below
         for i in range(n):
-            lr = cfg.lr_at(start + i)
-            idx = ctx[i]
             # forward
-            x = p["C"].view(S * V, E)[idx].view(S, B, T * E)
-            hpre = torch.bmm(x, p["W1"]) if bn else torch.bmm(x, p["W1"]) + p["b1"]
+            x = torch.index_select(p["C"].view(S * V, E), 0, rows[i]).view(S, B, T * E)
             if bn:
+                hpre = torch.bmm(x, p["W1"])
                 mean = hpre.mean(1, keepdim=True)
-                std = hpre.std(1, keepdim=True)
-                xhat = (hpre - mean) / std
-                hpre = p["bn_gain"] * (hpre - mean) / std + p["bn_bias"]
-                weights.bn_mean.mul_(1 - cfg.bn_momentum).add_(cfg.bn_momentum * mean)
-                weights.bn_std.mul_(1 - cfg.bn_momentum).add_(cfg.bn_momentum * std)
-            h = torch.tanh(hpre)
-            logp = torch.log_softmax(torch.bmm(h, p["W2"]) + p["b2"], -1)
-            torch.mean(logp.gather(-1, targets[i]), (1, 2), out=losses[start + i]).neg_()
-            # backward, with autograd's own kernels where it has one, so the bits match
-            dnll = torch.zeros_like(logp).scatter_(-1, targets[i], -1.0 / B)
-            dlogits = torch._log_softmax_backward_data(dnll, logp, -1, logp.dtype)
-            torch.bmm(h.transpose(1, 2), dlogits, out=g["W2"])
-            torch.sum(dlogits, 1, keepdim=True, out=g["b2"])
-            dhpre = torch.ops.aten.tanh_backward(torch.bmm(dlogits, p["W2"].transpose(1, 2)), h)
+                diff = hpre - mean
+                std = diff.square().sum(1, keepdim=True).div_(B - 1).sqrt_()
+                xhat = diff.div_(std)
+                hpre = torch.addcmul(p["bn_bias"], p["bn_gain"], xhat)
+                weights.bn_mean.lerp_(mean, cfg.bn_momentum)
+                weights.bn_std.lerp_(std, cfg.bn_momentum)
+            else:
+                hpre = torch.baddbmm(p["b1"], x, p["W1"])
+            # tanh(a) = 2 sigmoid(2a) - 1: the same function, 3x faster than torch.tanh here
+            h = torch.sigmoid_(hpre.mul_(2)).mul_(2).sub_(1)
+            logp = torch.log_softmax(torch.baddbmm(b2, p["W2"], h.transpose(1, 2)), 1)
+            torch.gather(logp, 1, targets[i], out=picked[i])
+            # backward
+            dlogits = torch._log_softmax_backward_data(dnll[i], logp, 1, logp.dtype)
+            torch.bmm(dlogits, h, out=g["W2"])
+            torch.sum(dlogits, 2, keepdim=True, out=gb2)
+            dhpre = torch.ops.aten.tanh_backward(torch.bmm(dlogits.transpose(1, 2), p["W2"]), h)
             if bn:
                 torch.sum(dhpre * xhat, 1, keepdim=True, out=g["bn_gain"])
                 torch.sum(dhpre, 1, keepdim=True, out=g["bn_bias"])
-                dxhat = dhpre * p["bn_gain"]
-                proj = (dxhat * xhat).sum(1, keepdim=True) / (B - 1)
-                dhpre = (dxhat - dxhat.mean(1, keepdim=True) - xhat * proj) / std
+                # d/dx of gain * (x - mean) / std over the batch, std unbiased
+                dhpre.sub_(g["bn_bias"] / B).sub_(xhat * (g["bn_gain"] / (B - 1)))
+                dhpre.mul_(p["bn_gain"] / std)
             else:
                 torch.sum(dhpre, 1, keepdim=True, out=g["b1"])
             torch.bmm(x.transpose(1, 2), dhpre, out=g["W1"])
-            demb = torch.bmm(dhpre, p["W1"].transpose(1, 2))
-            g["C"].zero_()
-            g["C"].view(S * V, E).index_add_(0, idx.view(-1), demb.view(-1, E))
-            # update every parameter of every seed at once, rounding as p.data += -lr * p.grad does
-            flat.add_(gflat.mul_(-lr))
-        _check_finite(losses[start : start + n], weights.seeds, start)
+            demb = torch.bmm(p["W1"], dhpre.transpose(1, 2)).transpose(1, 2)  # (S, B, T * E)
+            g["C"].zero_().view(S * V, E).index_add_(0, rows[i], demb.reshape(-1, E))
+            # update: every parameter of every seed in one fused call
+            flat.add_(gflat, alpha=-cfg.lr_at(start + i))
+        losses[start : start + n] = -picked.mean((2, 3))
+        _check_diverged(losses[start : start + n], weights.seeds, start, cfg.max_loss)
         if on_chunk is not None:
             on_chunk(start + n, losses[: start + n].T)
     return TrainResult(losses.T.contiguous())
 
 
-def _check_finite(chunk, seeds, start):
-    """Raise Diverged at the first step (n, S) `chunk` holds a NaN or inf, if any."""
-    bad = ~torch.isfinite(chunk)
+def _check_diverged(chunk, seeds, start, max_loss):
+    """Raise Diverged at the first step of (n, S) `chunk` with a NaN, inf or > max_loss loss."""
+    bad = ~(chunk <= max_loss)
     if bad.any():
         i, s = (int(v) for v in bad.nonzero()[0])
         raise Diverged(seeds[s], start + i, chunk[i, s].item())
@@ -116,3 +130,53 @@ def curve(losses, every):
     padded = torch.full((S, blocks * every), float("nan"))
     padded[:, :steps] = losses
     return padded.view(S, blocks, every).nanmean(-1)
+
+
+def train_group(seeds, variant, cfg, X, Y, vocab_size, on_chunk=None):
+    """Draw and train the weights of `seeds` in this process; returns (Weights, TrainResult)."""
+    torch.set_num_threads(1)  # the matmuls are far too small to gain from more threads
+    weights, generators = init_weights(
+        seeds, variant, vocab_size, X.shape[1], cfg.n_embd, cfg.n_hidden
+    )
+    return weights, train(weights, generators, X, Y, cfg, on_chunk)
+
+
+def _worker_init():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
+
+
+def _merge(parts):
+    weights = [w for w, _ in parts]
+    merged = Weights(
+        tuple(s for w in weights for s in w.seeds),
+        {name: torch.cat([w.params[name] for w in weights]) for name in weights[0].params},
+    )
+    if merged.batchnorm:
+        merged.bn_mean = torch.cat([w.bn_mean for w in weights])
+        merged.bn_std = torch.cat([w.bn_std for w in weights])
+    return merged, TrainResult(torch.cat([r.losses for _, r in parts]))
+
+
+def train_seeds(seeds, variant, cfg, X, Y, vocab_size, workers=1, on_chunk=None):
+    """Train all `seeds`, split into up to `workers` groups that run in parallel processes.
+
+    Seeds are independent, so the grouping changes the speed, never the numbers. This process
+    trains the first group itself and reports its progress through `on_chunk`.
+    """
+    n = max(1, min(workers, len(seeds)))
+    size = math.ceil(len(seeds) / n)
+    groups = [tuple(seeds[i : i + size]) for i in range(0, len(seeds), size)]
+    if len(groups) == 1:
+        return train_group(groups[0], variant, cfg, X, Y, vocab_size, on_chunk)
+    pool = multiprocessing.get_context("spawn").Pool(len(groups) - 1, initializer=_worker_init)
+    try:
+        pending = [
+            pool.apply_async(train_group, (g, variant, cfg, X, Y, vocab_size)) for g in groups[1:]
+        ]
+        first = train_group(groups[0], variant, cfg, X, Y, vocab_size, on_chunk)
+        parts = [first] + [job.get() for job in pending]
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    return _merge(parts)
