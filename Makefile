@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	dvc repro
-	@cat reports/comparison.md
+	@awk '/^\|/ {p = 1; print; next} p {exit}' reports/comparison.md
 
 test: setup
 	python -m pytest

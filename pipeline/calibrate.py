@@ -8,9 +8,11 @@ import click
 import torch
 
 from actgrad.model import Weights, batch_stats, split_loss
-from actgrad.report import seed_summary
+from actgrad.plots import bn_calibration_figure
+from actgrad.summary import seed_summary
 
 from .common import (
+    atomic_path,
     flat_metrics,
     load_split,
     log,
@@ -26,8 +28,9 @@ from .common import (
 
 @click.command()
 @click.option("--data", default="data/split", show_default=True)
+@click.option("--figure", default="reports/figures/bn_calibration.png", show_default=True)
 @stage_command
-def main(data):
+def main(data, figure):
     params = read_params()
     variant = params.calibrate.variant
     client, exp_id = mlflow_client()
@@ -52,6 +55,14 @@ def main(data):
                 per_seed[f"running_{name}_loss"].append(split_loss(w, X, Y))
             per_seed["mean_max_abs_diff"].append((w["bn_mean"] - mean).abs().max().item())
             per_seed["std_max_rel_diff"].append(((w["bn_std"] - std) / std).abs().max().item())
+            if s == 0:
+                with atomic_path(figure) as tmp:
+                    bn_calibration_figure(
+                        {"mean": w["bn_mean"], "std": w["bn_std"]},
+                        {"mean": mean, "std": std},
+                        f"{variant}: running vs calibrated statistics (seed {weights.seeds[0]})",
+                        tmp,
+                    )
         metrics = {k: v[0] for k, v in per_seed.items()}
         metrics["seeds"] = {
             str(seed): {k: v[i] for k, v in per_seed.items()}
@@ -61,6 +72,7 @@ def main(data):
         write_json("metrics/calibrate.json", metrics)
         log_values(client, run_id, flat_metrics(metrics), {"variant": variant})
         client.log_artifact(run_id, "metrics/calibrate.json")
+        client.log_artifact(run_id, figure)
     log(
         f"calibrate: calibrated train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f}; "
         f"running train {metrics['running_train_loss']:.4f} val {metrics['running_val_loss']:.4f}"

@@ -33,12 +33,31 @@ def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_params(path="params.yaml"):
     """params.yaml, validated as a whole."""
     try:
-        values = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
+        values = yaml.load(Path(path).read_text(), Loader=UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError) as e:
         raise ParamsError(f"{path}: cannot read it ({e})") from None
+    except yaml.MarkedYAMLError as e:
+        raise ParamsError(f"{path}: line {e.problem_mark.line + 1}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: {' '.join(str(e).split())}") from None
     return load_params(values)
 
 
@@ -56,8 +75,13 @@ def stage_command(fn):
             return fn(*args, **kwargs)
         except (ParamsError, DataError, Diverged, TrackingError) as e:
             raise click.ClickException(str(e)) from None
+        except FileNotFoundError as e:
+            raise click.ClickException(
+                f"{e.filename}: no such file; `dvc repro` runs the stages that make it"
+            ) from None
         except KeyboardInterrupt as e:
-            log(f"interrupted ({e or 'SIGINT'}); no output was written")
+            signame = e.args[0] if e.args else "SIGINT"  # Ctrl-C raises it without one
+            log(f"interrupted ({signame}); no half-written output was left")
             sys.exit(130)
 
     return wrapper

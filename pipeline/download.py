@@ -15,7 +15,7 @@ def main(out):
     cache = default_cache_dir()
     log(f"download: {data.url} (offline cache {cache})")
     text = fetch_names(data.url, data.sha256, cache).decode()
-    read_words(text)  # refuse a file with no usable names here, not deep in training
+    read_words(text, data.url)  # refuse a file with no usable names here, not deep in training
     write_text(out, text)
     log(f"download: wrote {out}")
 

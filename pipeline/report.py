@@ -1,14 +1,19 @@
-"""Stage report: reports/comparison.md, one row per variant plus calibrate."""
+"""Stage report: reports/comparison.md, one row per variant plus calibrate, and every variant's
+loss curve in one long CSV (reports/loss_curves.csv) for `dvc plots show`."""
 
+import csv
 import json
 from pathlib import Path
 
 import click
+import pandas as pd
 import yaml
 
-from actgrad.report import SIGNIFICANCE, comparison_table
+from actgrad.deep import deep_table
+from actgrad.plots import loss_curve_figure, variant_color
+from actgrad.report import SIGNIFICANCE, comparison_table, instruments_table
 
-from .common import log, read_params, stage_command, write_text
+from .common import atomic_path, log, read_params, stage_command, write_text
 
 
 def read_rows(params, metrics_dir):
@@ -17,15 +22,62 @@ def read_rows(params, metrics_dir):
     return [(n, json.loads((Path(metrics_dir) / f"{n}.json").read_text())) for n in names]
 
 
+def long_curves(params, metrics_dir):
+    """variant,step,log10_loss rows of every variant's curve, for one overlay plot."""
+    rows = ["variant,step,log10_loss"]
+    for name in params.variants:
+        with open(Path(metrics_dir) / "curves" / f"{name}.csv") as f:
+            rows += [f"{name},{r['step']},{r['log10_loss']}" for r in csv.DictReader(f)]
+    return "\n".join(rows) + "\n"
+
+
+DEEP_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio")
+
+
+def samples_section(names, samples_dir):
+    """Every variant's sampled names side by side."""
+    columns = {n: (Path(samples_dir) / f"{n}.txt").read_text().split() for n in names}
+    return pd.DataFrame(columns).to_markdown(index=False)
+
+
 @click.command()
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True)
 @click.option("--expected", default="expected.yaml", show_default=True)
 @click.option("--out", default="reports/comparison.md", show_default=True)
+@click.option("--curves", default="reports/loss_curves.csv", show_default=True)
+@click.option("--samples", "samples_dir", default="reports/samples", show_default=True)
+@click.option("--figure", default="reports/figures/loss_curves.png", show_default=True)
 @stage_command
-def main(metrics_dir, expected, out):
+def main(metrics_dir, expected, out, curves, samples_dir, figure):
     params = read_params()
-    table = comparison_table(read_rows(params, metrics_dir), yaml.safe_load(open(expected)))
+    log(f"report: {len(params.variants)} variants and calibrate from {metrics_dir}/")
+    rows = read_rows(params, metrics_dir)
+    variants = rows[:-1]
+    calibrate = rows[-1][1]
+    table = comparison_table(rows, yaml.safe_load(open(expected)))
+    curves_text = long_curves(params, metrics_dir)
+    with atomic_path(figure) as tmp:
+        curve_rows = [line.split(",") for line in curves_text.splitlines()[1:]]
+        loss_curve_figure(
+            {n: [float(r[2]) for r in curve_rows if r[0] == n] for n in params.variants},
+            sorted({int(r[1]) for r in curve_rows}),
+            f"log10 loss, mean per {params.train.curve_every} steps, seed {params.train.seeds[0]}",
+            tmp,
+            colors={n: variant_color(n) for n in params.variants},
+        )
     seeds = params.train.seeds
+    figures = Path(figure).parent.relative_to(Path(out).parent)
+    deep_rows = [
+        (n, json.loads((Path(metrics_dir) / "deep" / f"{n}.json").read_text())) for n in params.deep
+    ]
+    deep_figures = "\n\n".join(
+        " ".join(f"![{n} {k}]({figures}/deep/{n}_{k}.png)" for k in DEEP_FIGURES)
+        for n in params.deep
+    )
+    init_figures = "\n".join(f"![{n} at init]({figures}/{n}_init.png)" for n in params.variants)
+    ud_figures = "\n".join(
+        f"![{n} update:data]({figures}/{n}_update_ratio.png)" for n in params.variants
+    )
     text = f"""# Activations, gradients and BatchNorm: train/val loss per init recipe
 
 Seed {seeds[0]} (the lecture's) for the single-seed columns; mean ± sd over seeds {list(seeds)}.
@@ -36,10 +88,50 @@ once over the whole training set instead of the running ones.
 `beats noise`: one-sided Welch's t-test that the row's per-seed val losses have a lower mean
 than the row above's, at p < {SIGNIFICANCE}.
 
-{table.to_markdown(index=False)}
+{table.to_markdown(index=False, disable_numparse=True)}
+
+![loss curves]({figures}/{Path(figure).name})
+
+## The instruments, at seed {seeds[0]}
+
+At initialisation, on the first minibatch: the loss against the ideal -log(1/27), the share of
+hidden units with |tanh| > 0.99 (their gradient is almost zero) and the neurons saturated for
+every example of the batch (dead). During training: log10 of std(lr·grad) / std(weight), the
+update:data ratio, averaged over the first 1,000 steps (the lecture's rule of thumb: about -3).
+
+{instruments_table(variants).to_markdown(index=False, disable_numparse=True)}
+
+{init_figures}
+
+{ud_figures}
+
+## BatchNorm: running vs calibrated statistics
+
+Largest gap over the {len(calibrate["seeds"])} seeds' neurons: mean
+{calibrate["mean"]["mean_max_abs_diff"]:.4f} (absolute), std
+{calibrate["mean"]["std_max_rel_diff"]:.2%} (relative); val loss with running statistics
+{calibrate["running_val_loss"]:.4f}, calibrated {calibrate["val_loss"]:.4f} (seed {seeds[0]}).
+
+![BatchNorm calibration]({figures}/bn_calibration.png)
+
+## Names sampled from each model (seed {seeds[0]})
+
+{samples_section(params.variants, samples_dir)}
+
+## The deep network: {params.deep_train.n_layers} hidden layers of {params.deep_train.n_hidden}
+
+Each `deep` config trains {params.deep_train.steps:,} steps; every cell reads "at init → after
+the last step" for the hidden layer's output (after its Tanh, or its Linear in the linear-only
+stacks): saturated means |t| > 0.97, grad is the gradient of the layer's output, and weight
+grad:data is std(grad) / std(weight) of the Linear feeding the layer.
+
+{deep_table(deep_rows)}
+
+{deep_figures}
 """
     write_text(out, text)
-    log(f"report: wrote {out}")
+    write_text(curves, curves_text)
+    log(f"report: wrote {out}, {curves} and {figure}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from .common import atomic_path, log, read_params, stage_command
 @stage_command
 def main(names, out):
     cfg = read_params().split
-    words = read_words(open(names).read())
+    log(f"split: {names}, block size {cfg.block_size}, fractions {list(cfg.fractions)}")
+    words = read_words(open(names, errors="replace").read(), names)  # a bad byte is named
     vocab, splits = make_splits(words, cfg.block_size, cfg.fractions, cfg.shuffle_seed)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -24,7 +25,7 @@ def main(names, out):
             torch.save({"X": X, "Y": Y}, tmp / f"{name}.pt")
         (tmp / "vocab.json").write_text(json.dumps({"chars": vocab.chars}) + "\n")
     sizes = ", ".join(f"{name} {len(Y):,}" for name, (_, Y) in splits.items())
-    log(f"split: {len(words):,} names, vocab {len(vocab)}, examples {sizes}")
+    log(f"split: wrote {out}: {len(words):,} names, vocab {len(vocab)}, examples {sizes}")
 
 
 if __name__ == "__main__":

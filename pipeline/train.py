@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 import torch
 
+from actgrad import diagnostics, plots
 from actgrad.config import ParamsError
-from actgrad.model import seed_losses
-from actgrad.plots import loss_curve_figure
-from actgrad.report import seed_summary
-from actgrad.train import Diverged, curve, train_seeds
+from actgrad.model import init_one, seed_losses
+from actgrad.summary import seed_summary
+from actgrad.train import MATRICES, Diverged, curve, train_seeds
 
 from .common import (
     atomic_path,
@@ -38,6 +38,17 @@ def curve_csv(steps, loss, log10_loss, loss_mean):
     rows = ["step,loss,log10_loss,loss_mean"]
     rows += [f"{s},{a!r},{b!r},{c!r}" for s, a, b, c in zip(steps, loss, log10_loss, loss_mean)]
     return "\n".join(rows) + "\n"
+
+
+def init_diagnostics(seed, recipe, cfg, X, vocab_size, title, color, figure):
+    """Saturation at init on the first minibatch the seed trains on; writes the init figure."""
+    w, g = init_one(seed, recipe, vocab_size, X.shape[1], cfg.n_embd, cfg.n_hidden)
+    batch = X[torch.randint(0, X.shape[0], (cfg.batch_size,), generator=g)]
+    hpre, h = diagnostics.init_activations(w, batch)
+    saturated, fraction, dead = diagnostics.saturation(h)
+    with atomic_path(figure) as tmp:
+        plots.init_figure(hpre, h, saturated, title, color, tmp)
+    return {"init_saturated_fraction": fraction, "init_dead_neurons": dead}
 
 
 @click.command()
@@ -102,15 +113,57 @@ def main(variant, data, workers):
             for i, s in enumerate(cfg.seeds)
         }
         metrics.update(seed_summary(per_seed))
+
+        # the lecture's instruments, at the lecture seed
+        vocab = load_vocab(data)
+        color = plots.variant_color(variant)
+        figures = {k: Path(f"reports/figures/{variant}_{k}.png") for k in ("init", "update_ratio")}
+        metrics["init_ideal_loss"] = diagnostics.ideal_init_loss(len(vocab))
+        metrics.update(
+            init_diagnostics(
+                cfg.seeds[0],
+                recipe,
+                cfg,
+                X,
+                len(vocab),
+                f"{variant} at initialisation (seed {cfg.seeds[0]}, first batch)",
+                color,
+                figures["init"],
+            )
+        )
+        ratio_steps = list(range(0, cfg.steps, cfg.ratio_every))
+        ud = diagnostics.log10_update_ratios(
+            result.grad_data.transpose(0, 1), ratio_steps, cfg.lr_at
+        )
+        early = [k for k, step in enumerate(ratio_steps) if step < 1000]
+        metrics["log10_update_ratio_first_1000_steps"] = dict(
+            zip(MATRICES, ud[early, 0].mean(0).tolist())
+        )
+        metrics["grad_data_final"] = dict(zip(MATRICES, result.grad_data[0, -1].tolist()))
+        with atomic_path(figures["update_ratio"]) as tmp:
+            plots.update_ratio_figure(
+                ratio_steps,
+                dict(zip(MATRICES, ud[:, 0].T.tolist())),
+                f"{variant}: update:data ratio (seed {cfg.seeds[0]})",
+                tmp,
+            )
+        samples = diagnostics.sample_names(
+            weights.seed_slice(0), vocab, X.shape[1], cfg.samples, cfg.sample_seed
+        )
+
         block_steps = list(range(0, cfg.steps, cfg.curve_every))
         loss_curve = curve(result.losses, cfg.curve_every)
         log10_curve = curve(result.losses.log10(), cfg.curve_every)
-
         with atomic_path(f"models/{variant}.pt") as tmp:
             torch.save(weights.state_dict(), tmp)
-        write_json(f"metrics/{variant}.json", metrics)
+        outputs = {
+            "metrics": Path(f"metrics/{variant}.json"),
+            "curve": Path(f"metrics/curves/{variant}.csv"),
+            "samples": Path(f"reports/samples/{variant}.txt"),
+        }
+        write_json(outputs["metrics"], metrics)
         write_text(
-            f"metrics/curves/{variant}.csv",
+            outputs["curve"],
             curve_csv(
                 block_steps,
                 loss_curve[0].tolist(),
@@ -118,30 +171,28 @@ def main(variant, data, workers):
                 loss_curve.mean(0).tolist(),
             ),
         )
+        write_text(outputs["samples"], "\n".join(samples) + "\n")
 
         log_values(client, parent, flat_metrics(metrics), run_params)
         for i, run_id in enumerate(children):
-            log_values(
-                client,
-                run_id,
-                {key: values[i] for key, values in per_seed.items()},
-                run_params,
-                {
-                    "loss_curve": zip(block_steps, loss_curve[i].tolist()),
-                    "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
-                },
-            )
+            series = {
+                "loss_curve": zip(block_steps, loss_curve[i].tolist()),
+                "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
+            }
+            for k, name in enumerate(MATRICES):
+                series[f"log10_update_ratio_{name}"] = zip(ratio_steps, ud[:, i, k].tolist())
+            per_seed_metrics = {key: values[i] for key, values in per_seed.items()}
+            log_values(client, run_id, per_seed_metrics, run_params, series)
         with tempfile.TemporaryDirectory() as tmp:
-            figure = Path(tmp) / f"loss_curve_{variant}.png"
-            loss_curve_figure(
+            seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
+            plots.loss_curve_figure(
                 {f"seed {s}": c for s, c in zip(cfg.seeds, log10_curve.tolist())},
                 block_steps,
                 f"{variant}: log10 loss, mean per {cfg.curve_every} steps",
-                figure,
+                seeds_figure,
             )
-            client.log_artifact(parent, figure)
-            client.log_artifact(parent, f"metrics/{variant}.json")
-            client.log_artifact(parent, f"metrics/curves/{variant}.csv")
+            for path in [seeds_figure, *figures.values(), *outputs.values()]:
+                client.log_artifact(parent, str(path))
     log(
         f"train@{variant}: done in {time.time() - started:.0f}s, "
         f"train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f} (seed {cfg.seeds[0]})"

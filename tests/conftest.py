@@ -51,14 +51,14 @@ def small_params(path, steps=300, seeds=(LECTURE_SEED, 1), **overrides):
     params["train"].update(
         steps=steps, lr_decay_step=steps // 2, curve_every=100, seeds=list(seeds)
     )
+    params["deep_train"]["steps"] = 100
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         params[section][name] = value
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path):
+def make_project(tmp_path):
     """A git + DVC copy of the project in tmp_path, small-step params, its own MLflow store."""
     dest = tmp_path / "project"
     dest.mkdir()
@@ -83,3 +83,8 @@ def project(tmp_path):
     run(["git", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dest)
     return dest, env
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path)

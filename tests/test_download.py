@@ -88,7 +88,8 @@ def test_download_stage_writes_the_file_from_the_server(serve, tmp_path, names_t
 
 def test_download_stage_fails_cleanly_on_a_corrupt_file(serve, tmp_path, names_text):
     root, url = serve
-    (root / "names.txt").write_text(names_text.replace("emma", "emmx"))
+    corrupt = names_text.replace("emma", "emmx").encode()
+    (root / "names.txt").write_bytes(corrupt)
     write_data_params(tmp_path, f"{url}/names.txt", sha(names_text.encode()))
     out = run(
         [sys.executable, "-m", "pipeline.download"],
@@ -97,5 +98,8 @@ def test_download_stage_fails_cleanly_on_a_corrupt_file(serve, tmp_path, names_t
         check=False,
     )
     assert out.returncode != 0
-    assert "sha256 mismatch" in out.stderr and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"Error: sha256 mismatch for {url}/names.txt: expected ")
+    assert sha(names_text.encode()) in error and sha(corrupt) in error
+    assert "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()

@@ -18,8 +18,9 @@ def stages_run(output):
 def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(project):
     path, env = project
     out = run(["dvc", "repro"], path, env)
+    deep = [f"deep@{c}" for c in yaml.safe_load((path / "params.yaml").read_text())["deep"]]
     assert stages_run(out.stdout) == sorted(
-        ["download", "split", "calibrate", "report"] + [f"train@{v}" for v in VARIANTS]
+        ["download", "split", "calibrate", "report"] + [f"train@{v}" for v in VARIANTS] + deep
     )
     for v in VARIANTS:
         metrics = json.loads((path / f"metrics/{v}.json").read_text())
@@ -45,7 +46,11 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(pro
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("actgrad")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r
+        for r in runs
+        if "mlflow.parentRunId" not in r.data.tags and not r.info.run_name.startswith("deep ")
+    ]
     names = sorted(r.info.run_name for r in parents)
     assert names == sorted(VARIANTS + ["kaiming", "calibrate"])
     kaiming = [r for r in parents if r.info.run_name == "kaiming"]
@@ -61,5 +66,12 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(pro
     curve = client.get_metric_history(children[0].info.run_id, "loss_curve")
     assert [m.step for m in curve] == [0, 100, 200]
     artifacts = {a.path for a in client.list_artifacts(newest.info.run_id)}
-    assert {"kaiming.json", "loss_curve_kaiming.png", "kaiming.csv"} <= artifacts
+    assert {
+        "kaiming.json",
+        "kaiming.csv",
+        "kaiming.txt",
+        "kaiming_loss_curve_seeds.png",
+        "kaiming_init.png",
+        "kaiming_update_ratio.png",
+    } <= artifacts
     assert all(r.info.status == "FINISHED" for r in runs)

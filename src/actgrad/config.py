@@ -6,6 +6,7 @@ ParamsError naming the key and what it accepts.
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -67,10 +68,21 @@ class TrainConfig:
     bn_momentum: float = 0.001
     curve_every: int = 1000
     max_loss: float = 100.0  # a minibatch loss above this (or NaN/inf) stops training
+    ratio_every: int = 100  # record the weights' grad:data ratios every this many steps
+    samples: int = 20  # names sampled from the trained model (lecture seed)
+    sample_seed: int = 2147483657
     seeds: tuple[int, ...] = (2147483647,)
 
     def validate(self, key):
-        for name in ("n_embd", "n_hidden", "steps", "batch_size", "curve_every"):
+        for name in (
+            "n_embd",
+            "n_hidden",
+            "steps",
+            "batch_size",
+            "curve_every",
+            "ratio_every",
+            "samples",
+        ):
             if getattr(self, name) <= 0:
                 raise ParamsError(
                     f"{key}.{name}: must be an integer > 0, got {getattr(self, name)}"
@@ -79,15 +91,21 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise ParamsError(f"{key}.{name}: must be a number > 0, got {getattr(self, name)}")
         if self.batch_size < 2:
-            raise ParamsError(f"{key}.batch_size: must be >= 2 (BatchNorm needs a batch std)")
+            raise ParamsError(
+                f"{key}.batch_size: must be an integer >= 2 (BatchNorm needs a batch std), "
+                f"got {self.batch_size}"
+            )
+        if self.lr_decay_step < 0:
+            raise ParamsError(
+                f"{key}.lr_decay_step: must be an integer >= 0, got {self.lr_decay_step}"
+            )
         if not 0 < self.bn_momentum <= 1:
             raise ParamsError(f"{key}.bn_momentum: must be in (0, 1], got {self.bn_momentum}")
-        if not self.seeds:
-            raise ParamsError(f"{key}.seeds: must list at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ParamsError(f"{key}.seeds: must not repeat a seed, got {list(self.seeds)}")
-        if any(s < 0 for s in self.seeds):
-            raise ParamsError(f"{key}.seeds: seeds must be integers >= 0, got {list(self.seeds)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ParamsError(
+                f"{key}.seeds: must be a non-empty list of distinct integers >= 0, "
+                f"got {list(self.seeds)}"
+            )
 
     def lr_at(self, step):
         return self.lr if step < self.lr_decay_step else self.lr_decayed
@@ -99,23 +117,74 @@ class CalibrateConfig:
 
 
 @dataclass(frozen=True)
+class DeepConfig:
+    """One deep-network recipe: which layers follow each Linear, and how the weights are scaled."""
+
+    tanh: bool = True  # a Tanh after each hidden Linear (false: a purely linear stack)
+    batchnorm: bool = False  # a BatchNorm1d after every Linear, the output one included
+    gain: float = 5 / 3  # multiplies every hidden Linear's randn / sqrt(fan_in) weight
+    last_scale: float = 0.1  # the output BatchNorm's gamma, or without BatchNorm its weight
+
+    def validate(self, key):
+        for name in ("gain", "last_scale"):
+            if not getattr(self, name) > 0:
+                raise ParamsError(f"{key}.{name}: must be a number > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DeepTrainConfig:
+    """Settings every deep-network config shares."""
+
+    n_embd: int = 10
+    n_hidden: int = 100
+    n_layers: int = 5
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 0.1
+    seed: int = 2147483647
+
+    def validate(self, key):
+        for name in ("n_embd", "n_hidden", "n_layers", "steps"):
+            if getattr(self, name) <= 0:
+                raise ParamsError(
+                    f"{key}.{name}: must be an integer > 0, got {getattr(self, name)}"
+                )
+        if self.batch_size < 2:
+            raise ParamsError(f"{key}.batch_size: must be an integer >= 2, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ParamsError(f"{key}.lr: must be a number > 0, got {self.lr}")
+        if self.seed < 0:
+            raise ParamsError(f"{key}.seed: must be an integer >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: dict[str, Variant] = field(default_factory=dict)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    deep: dict[str, DeepConfig] = field(default_factory=dict)
+    deep_train: DeepTrainConfig = field(default_factory=DeepTrainConfig)
 
     def validate(self, key):
         if not self.variants:
             raise ParamsError("variants: must define at least one variant")
+        for name in self.variants:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ParamsError(
+                    f"variants.{name}: a variant name may hold only letters, digits, _ and -"
+                )
         if self.calibrate.variant not in self.variants:
             raise ParamsError(
                 f"calibrate.variant: {self.calibrate.variant!r} is not a variant; "
                 f"choose one of {sorted(self.variants)}"
             )
         if not self.variants[self.calibrate.variant].batchnorm:
-            raise ParamsError(f"calibrate.variant: {self.calibrate.variant!r} has no BatchNorm")
+            raise ParamsError(
+                f"calibrate.variant: {self.calibrate.variant!r} has no BatchNorm; choose one of "
+                f"{sorted(name for name, v in self.variants.items() if v.batchnorm)}"
+            )
 
 
 def _type_name(tp):

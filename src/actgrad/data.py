@@ -60,8 +60,8 @@ def fetch_names(url, sha256, cache_dir, timeout=30):
     return data
 
 
-def read_words(text):
-    """One name a line; blank lines skipped. Errors name the first line with a bad character."""
+def read_words(text, source="names.txt"):
+    """One name a line; blank lines skipped. Errors name `source` and the first bad line."""
     words = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         word = line.strip()
@@ -70,11 +70,11 @@ def read_words(text):
         bad = [c for c in word if not "a" <= c <= "z"]
         if bad:
             raise DataError(
-                f"names.txt line {lineno}: {word!r} has {bad[0]!r}; names may hold only a-z"
+                f"{source} line {lineno}: {word!r} has {bad[0]!r}; names may hold only a-z"
             )
         words.append(word)
     if not words:
-        raise DataError("names.txt holds no names (empty file or only blank lines)")
+        raise DataError(f"{source} holds no names (empty file or only blank lines)")
     return words
 
 

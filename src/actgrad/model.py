@@ -89,8 +89,8 @@ def preactivation(w, X):
     return hpre + w["b1"] if "b1" in w else hpre
 
 
-def hidden(w, X, stats=None):
-    """One seed's hidden activation h = tanh(...).
+def tanh_input(w, X, stats=None):
+    """One seed's input to tanh: the pre-activation, batch-normalised if the model has BatchNorm.
 
     BatchNorm uses `stats` = (mean, std) if given, else the running statistics in `w`.
     """
@@ -98,7 +98,12 @@ def hidden(w, X, stats=None):
     if "bn_gain" in w:
         mean, std = stats if stats is not None else (w["bn_mean"], w["bn_std"])
         hpre = w["bn_gain"] * (hpre - mean) / std + w["bn_bias"]
-    return torch.tanh(hpre)
+    return hpre
+
+
+def hidden(w, X, stats=None):
+    """One seed's hidden activation h = tanh(...)."""
+    return torch.tanh(tanh_input(w, X, stats))
 
 
 @torch.no_grad()

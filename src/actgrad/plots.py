@@ -1,19 +1,128 @@
-"""Figures: written to PNG files with matplotlib's Agg backend (no display needed)."""
+"""Figures, written as PNG files with matplotlib's Agg backend (no display needed)."""
+
+import zlib
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+PALETTE = plt.get_cmap("tab10").colors
+WEIGHT_COLORS = {"C": "tab:purple", "W1": "tab:blue", "W2": "tab:orange"}
 
-def loss_curve_figure(curves, steps, title, path, ylabel="log10 loss"):
+
+def depth_color(depth):
+    """A fixed colour for the hidden layer at `depth` (from 1) and the weight feeding it."""
+    return PALETTE[(depth - 1) % len(PALETTE)]
+
+
+def variant_color(name):
+    """A fixed colour for a variant in every figure, from its name alone (so that adding or
+    editing another variant never changes it)."""
+    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def loss_curve_figure(curves, steps, title, path, colors=None, ylabel="log10 loss"):
     """Overlay several curves ({label: values}) against `steps`."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for label, values in curves.items():
-        ax.plot(steps, values, label=label, linewidth=1.2)
+        ax.plot(steps, values, label=label, linewidth=1.2, color=(colors or {}).get(label))
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def init_figure(hpre, h, saturated, title, color, path):
+    """Histograms of the tanh input and output, and the |h| > 0.99 map, at initialisation."""
+    fig = plt.figure(figsize=(10, 6.5), dpi=100)
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
+    ax1, ax2, ax3 = (
+        fig.add_subplot(grid[0, 0]),
+        fig.add_subplot(grid[0, 1]),
+        fig.add_subplot(grid[1, :]),
+    )
+    ax1.hist(hpre.flatten().tolist(), bins=50, color=color)
+    ax1.set(title="tanh input (pre-activation)", xlabel="value", ylabel="count")
+    ax2.hist(h.flatten().tolist(), bins=50, color=color)
+    ax2.set(title="h = tanh(pre-activation)", xlabel="value", ylabel="count")
+    ax3.imshow(saturated.float().numpy(), cmap="gray", interpolation="nearest", aspect="auto")
+    ax3.set(
+        title=f"|h| > 0.99 (white), {saturated.float().mean().item():.1%} of the batch",
+        xlabel="hidden neuron",
+        ylabel="example in the batch",
+    )
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def update_ratio_figure(steps, ratios, title, path, colors=None, legend_below=False):
+    """log10 update:data ratio of each weight ({name: values}) over training, with the -3 guide.
+
+    legend_below puts the legend under the axes, clear of the curves when there are many.
+    """
+    fig, ax = plt.subplots(figsize=(8, 5.2 if legend_below else 4.5), dpi=100)
+    for name, values in ratios.items():
+        color = (colors or WEIGHT_COLORS).get(name)
+        ax.plot(steps, values, label=name, linewidth=1, color=color)
+    ax.axhline(-3, color="black", linestyle="--", linewidth=1, label="-3 (guide)")
+    ax.set(title=title, xlabel="step", ylabel="log10 std(lr * grad) / std(weight)")
+    ax.grid(alpha=0.3)
+    if legend_below:
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, frameon=False
+        )
+    else:
+        ax.legend()
+    _save(fig, path)
+
+
+def bn_calibration_figure(running, calibrated, title, path):
+    """Running vs calibrated BatchNorm mean and std, one point per neuron."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=100)
+    for ax, stat in zip(axes, ("mean", "std")):
+        x, y = running[stat].flatten().tolist(), calibrated[stat].flatten().tolist()
+        ax.scatter(x, y, s=8, alpha=0.7)
+        lo, hi = min(x + y), max(x + y)
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="equal")
+        ax.set(
+            title=f"BatchNorm {stat} per neuron",
+            xlabel=f"running {stat}",
+            ylabel=f"calibrated {stat} (whole training set)",
+        )
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
+    """Histogram densities as lines, one panel a row.
+
+    `panels` maps a panel title to {legend label: (bin centres, density)}, or to a note (str)
+    when there is nothing to show; `colors` gives each curve's colour by its position.
+    Each panel's legend goes below it, clear of the curves.
+    """
+    height = 3.4 + 0.16 * len(colors)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, height * len(panels)), dpi=100)
+    for ax, (panel_title, curves) in zip(fig.axes, panels.items()):
+        ylabel = "density (log scale)" if logy else "density"
+        ax.set(title=panel_title, xlabel=xlabel, ylabel=ylabel)
+        if isinstance(curves, str):
+            ax.text(0.5, 0.5, curves, ha="center", va="center", transform=ax.transAxes)
+            ax.set(xticks=[], yticks=[], xlabel="", ylabel="")
+            continue
+        if logy:
+            ax.set_yscale("log")
+        for color, (label, (x, density)) in zip(colors, curves.items()):
+            ax.plot(x, density, color=color, label=label, linewidth=1.2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -1,4 +1,4 @@
-"""Seed statistics, drift checks against the lecture's numbers, and the comparison table."""
+"""Significance across seeds, drift checks against the lecture's numbers, the report tables."""
 
 import math
 import statistics
@@ -7,14 +7,6 @@ import pandas as pd
 from scipy import stats
 
 SIGNIFICANCE = 0.05
-
-
-def seed_summary(per_seed):
-    """{"mean": {key: mean}, "sd": {key: sample sd}} over the seeds of each key's list."""
-    return {
-        "mean": {k: statistics.fmean(v) for k, v in per_seed.items()},
-        "sd": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in per_seed.items()},
-    }
 
 
 def welch_p(before, after):
@@ -89,4 +81,22 @@ def comparison_table(rows, expected):
             }
         )
         prev = (m["val_loss"], val)
+    return pd.DataFrame(table)
+
+
+def instruments_table(rows):
+    """Per variant: the loss and saturation at init, and how fast each weight moves."""
+    table = []
+    for name, m in rows:
+        ud = m["log10_update_ratio_first_1000_steps"]
+        table.append(
+            {
+                "variant": name,
+                "init loss": f"{m['init_loss']:.4f}",
+                "ideal": f"{m['init_ideal_loss']:.4f}",
+                "saturated at init": f"{m['init_saturated_fraction']:.1%}",
+                "dead neurons": m["init_dead_neurons"],
+                **{f"log10 update:data {k}": f"{v:.2f}" for k, v in ud.items()},
+            }
+        )
     return pd.DataFrame(table)

@@ -7,6 +7,8 @@ on which other seeds share the batch. The hot loop never syncs with the host: lo
 a preallocated tensor and are checked for divergence once per chunk of steps.
 """
 
+import io
+import json
 import math
 import multiprocessing
 import signal
@@ -25,12 +27,16 @@ class Diverged(RuntimeError):
         self.seed, self.step, self.loss = seed, step, loss
 
     def __str__(self):
-        return f"seed {self.seed} diverged at step {self.step} (loss {self.loss})"
+        return f"seed {self.seed} diverged at step {self.step} (loss {self.loss:.4g})"
+
+
+MATRICES = ("C", "W1", "W2")  # the weights whose grad:data ratio is recorded
 
 
 @dataclass
 class TrainResult:
     losses: torch.Tensor  # (S, steps) minibatch loss of every step, per seed
+    grad_data: torch.Tensor  # (S, steps // ratio_every, len(MATRICES)) std(grad) / std(weight)
 
 
 def _flatten(params):
@@ -61,6 +67,7 @@ def train(weights, generators, X, Y, cfg, on_chunk=None):
     bn = weights.batchnorm
     seed_offset = (torch.arange(S) * V).view(1, S, 1, 1)
     losses = torch.empty(steps, S)
+    grad_data = torch.empty(math.ceil(steps / cfg.ratio_every), S, len(MATRICES))
 
     for start in range(0, steps, cfg.curve_every):
         n = min(cfg.curve_every, steps - start)
@@ -108,11 +115,17 @@ def train(weights, generators, X, Y, cfg, on_chunk=None):
             g["C"].zero_().view(S * V, E).index_add_(0, rows[i], demb.reshape(-1, E))
             # update: every parameter of every seed in one fused call
             flat.add_(gflat, alpha=-cfg.lr_at(start + i))
+            if (start + i) % cfg.ratio_every == 0:
+                torch.stack(
+                    [g[m].flatten(1).std(1) / p[m].flatten(1).std(1) for m in MATRICES],
+                    1,
+                    out=grad_data[(start + i) // cfg.ratio_every],
+                )
         losses[start : start + n] = -picked.mean((2, 3))
         _check_diverged(losses[start : start + n], weights.seeds, start, cfg.max_loss)
         if on_chunk is not None:
             on_chunk(start + n, losses[: start + n].T)
-    return TrainResult(losses.T.contiguous())
+    return TrainResult(losses.T.contiguous(), grad_data.transpose(0, 1).contiguous())
 
 
 def _check_diverged(chunk, seeds, start, max_loss):
@@ -141,8 +154,59 @@ def train_group(seeds, variant, cfg, X, Y, vocab_size, on_chunk=None):
     return weights, train(weights, generators, X, Y, cfg, on_chunk)
 
 
-def _worker_init():
+def _work(conn, args):
+    """A worker process: train one group of seeds; send back its tensors, or what went wrong.
+
+    The reply is torch.save bytes (read back with weights_only=True) or a JSON error: plain
+    data both ways, nothing the parent has to unpickle.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
+    try:
+        weights, result = train_group(*args)
+    except Diverged as e:
+        conn.send_bytes(json.dumps({"diverged": [e.seed, e.step, e.loss]}).encode())
+    except Exception as e:
+        conn.send_bytes(json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
+    else:
+        state = weights.state_dict() | {"losses": result.losses, "grad_data": result.grad_data}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        conn.send_bytes(buffer.getvalue())
+
+
+class _Worker:
+    """One group of seeds training in a spawned process."""
+
+    def __init__(self, args):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_work, args=(child, args), daemon=True)
+        self.process.start()
+        child.close()
+        self.seeds, self.reply = args[0], None
+
+    def check(self, timeout=0.0):
+        """Raise the worker's error, or if it died; True once its result is in."""
+        if self.reply is None and self.conn.poll(timeout):
+            self.reply = self.conn.recv_bytes()
+        if self.reply is None and not self.process.is_alive() and not self.conn.poll():
+            raise RuntimeError(
+                f"the process training seeds {list(self.seeds)} exited "
+                f"(code {self.process.exitcode}) without a result"
+            )
+        if self.reply is not None and self.reply.startswith(b"{"):
+            error = json.loads(self.reply)
+            if "diverged" in error:
+                raise Diverged(*error["diverged"])
+            raise RuntimeError(f"the process training seeds {list(self.seeds)}: {error['error']}")
+        return self.reply is not None
+
+    def result(self):
+        while not self.check(timeout=1.0):
+            pass
+        state = torch.load(io.BytesIO(self.reply), weights_only=True)
+        result = TrainResult(state.pop("losses"), state.pop("grad_data"))
+        return Weights.from_state_dict(state), result
 
 
 def _merge(parts):
@@ -154,7 +218,10 @@ def _merge(parts):
     if merged.batchnorm:
         merged.bn_mean = torch.cat([w.bn_mean for w in weights])
         merged.bn_std = torch.cat([w.bn_std for w in weights])
-    return merged, TrainResult(torch.cat([r.losses for _, r in parts]))
+    results = [r for _, r in parts]
+    return merged, TrainResult(
+        torch.cat([r.losses for r in results]), torch.cat([r.grad_data for r in results])
+    )
 
 
 def train_seeds(seeds, variant, cfg, X, Y, vocab_size, workers=1, on_chunk=None):
@@ -168,15 +235,21 @@ def train_seeds(seeds, variant, cfg, X, Y, vocab_size, workers=1, on_chunk=None)
     groups = [tuple(seeds[i : i + size]) for i in range(0, len(seeds), size)]
     if len(groups) == 1:
         return train_group(groups[0], variant, cfg, X, Y, vocab_size, on_chunk)
-    pool = multiprocessing.get_context("spawn").Pool(len(groups) - 1, initializer=_worker_init)
+    # torch pickles a tensor for another process by moving its storage to shared memory,
+    # which must not happen under our feet while this process trains on X: send copies
+    others = [_Worker((g, variant, cfg, X.clone(), Y.clone(), vocab_size)) for g in groups[1:]]
+
+    def check_others(step, losses):
+        for worker in others:  # a worker's error (e.g. Diverged) stops us now, not at the end
+            worker.check()
+        if on_chunk is not None:
+            on_chunk(step, losses)
+
     try:
-        pending = [
-            pool.apply_async(train_group, (g, variant, cfg, X, Y, vocab_size)) for g in groups[1:]
-        ]
-        first = train_group(groups[0], variant, cfg, X, Y, vocab_size, on_chunk)
-        parts = [first] + [job.get() for job in pending]
-        pool.close()
+        first = train_group(groups[0], variant, cfg, X, Y, vocab_size, check_others)
+        parts = [first] + [worker.result() for worker in others]
     finally:
-        pool.terminate()
-        pool.join()
+        for worker in others:
+            worker.process.terminate()
+            worker.process.join()
     return _merge(parts)

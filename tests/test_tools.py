@@ -1,0 +1,341 @@
+"""The study used the way DVC and MLflow users work: the MLflow UI in a real browser, DVC plots
+and metrics, progress output, a sweep through DVC's experiment queue, a shared tracking server
+and a DVC remote. Real mlflow, dvc, git and Chromium on small-step copies of the project."""
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_project, run
+from mlflow.tracking import MlflowClient
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"  # gitignored; the UI screenshot lands here
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def variants(path):
+    return list(yaml.safe_load((path / "params.yaml").read_text())["variants"])
+
+
+def parent_runs(client):
+    """The runs of experiment actgrad that are not a seed's nested run."""
+    exp = client.get_experiment_by_name("actgrad")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One small `dvc repro` of the whole pipeline, committed, with its own MLflow store."""
+    path, env = make_project(tmp_path_factory.mktemp("study"))
+    run(["dvc", "repro"], path, env)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], path)
+    return path, env
+
+
+def copy_study(study, tmp_path):
+    """A copy of the reproduced project (git, DVC cache and MLflow store) to change freely."""
+    path, env = study
+    dest = tmp_path / "project"
+    shutil.copytree(path, dest, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks, state
+    store = tmp_path / "mlflow.db"
+    shutil.copy2(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), store)
+    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_serving(command, *args, cwd, timeout=180):
+    """`mlflow <command>` on a free loopback port: yield its URL, then stop it and its workers."""
+    url = f"http://127.0.0.1:{free_port()}"
+    log = cwd / f"mlflow-{command}.log"
+    cmd = [MLFLOW, command, *args, "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--workers", "1"], cwd=cwd, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"{cmd} did not come up:\n{log.read_text()}") from None
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def rest(url, endpoint, body):
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def chromium(url, cwd, *args):
+    """Headless Chromium on `url` with a fresh profile, JS given 15 s of virtual time."""
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=cwd)
+    cmd = [
+        str(CHROMIUM),
+        *"--headless --no-sandbox --disable-gpu --disable-background-networking".split(),
+        *"--disable-component-update --disable-sync --no-first-run --disable-quic".split(),
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1200",
+        "--virtual-time-budget=15000",
+        *args,
+        url,
+    ]
+    return run(cmd, cwd, timeout=180).stdout
+
+
+# --- 1. the MLflow UI, looked at in a browser -------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)"
+)
+def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
+    path, env = study
+    names = [*variants(path), "calibrate"]
+    ui = ["--backend-store-uri", env["MLFLOW_TRACKING_URI"]]
+    with mlflow_serving("ui", *ui, cwd=tmp_path) as url:
+        search = {"filter": "name = 'actgrad'", "max_results": 10}
+        (exp,) = rest(url, "experiments/search", search)["experiments"]
+        runs = rest(url, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+        parents = [t["mlflow.runName"] for t in tags if "mlflow.parentRunId" not in t]
+        assert set(names) <= set(parents)
+
+        # MLflow 3 opens in its GenAI view; workflowType picks the training-runs table
+        page = f"{url}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
+        dom = chromium(page, tmp_path, "--dump-dom")
+        rendered = {n for n in names if re.search(rf">\s*{re.escape(n)}\s*<", dom)}
+        assert rendered == set(names), f"{page} rendered only {sorted(rendered)}"
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "mlflow_ui.png"
+        shot.unlink(missing_ok=True)
+        chromium(page, tmp_path, f"--screenshot={shot}")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"MLflow UI screenshot: {shot}")
+
+
+# --- 2. DVC plots and metrics -----------------------------------------------------------------
+
+
+def test_plots_overlay_every_variant_and_metrics_diff_follows_a_param_change(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    names = variants(path)
+    curves = (path / "reports/loss_curves.csv").read_text().splitlines()
+    assert curves[0] == "variant,step,log10_loss"
+    assert [row.split(",")[0] for row in curves[1:]] == [v for v in names for _ in range(3)]
+
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], path, env)
+    html = (tmp_path / "plots/index.html").read_text()
+    assert "log10 loss, block means, lecture seed, all variants" in html
+    assert '"color": {"field": "variant"' in html  # the template in .dvc/plots/variants.json
+    assert all(f'"variant": "{v}"' in html for v in names)
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], path, env).stdout)
+    metrics = shown[""]["data"]
+    for v in names:
+        numbers = metrics[f"metrics/{v}.json"]["data"]
+        assert (
+            numbers["val_loss"] == json.loads((path / f"metrics/{v}.json").read_text())["val_loss"]
+        )
+        assert numbers["train_loss"] > 0
+    table = run(["dvc", "metrics", "show"], path, env).stdout
+    assert all(f"metrics/{v}.json" in table for v in names)
+
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["variants"]["kaiming"]["w2_scale"] = 0.02
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], path, env)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], path, env).stdout)
+    assert list(diff) == ["metrics/kaiming.json"]  # the other variants did not change
+    kaiming = diff["metrics/kaiming.json"]
+    assert kaiming["val_loss"]["old"] != kaiming["val_loss"]["new"]
+    assert {"train_loss", "val_loss"} <= set(kaiming)
+    assert "metrics/kaiming.json" in run(["dvc", "metrics", "diff", "HEAD"], path, env).stdout
+
+
+# --- 3. progress: a bar on a terminal, never in CI --------------------------------------------
+
+
+def stderr_on_a_terminal(cmd, cwd, env):
+    """Run cmd with stderr on an 80x24 pseudo-terminal; return what it wrote there."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait() == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    train = [sys.executable, "-m", "pipeline.train", "kaiming"]
+
+    ci = stderr_on_a_terminal(train, path, env)
+    lines = [x for x in ci.splitlines() if "train@kaiming" in x]
+    assert len(lines) == 2, ci
+    assert re.fullmatch(r"\[[\d:]{8}\] train@kaiming: 2 seeds x 300 steps, .*", lines[0]), ci
+    assert re.fullmatch(r"\[[\d:]{8}\] train@kaiming: done in \d+s, train .*", lines[1]), ci
+    assert "step/s" not in ci and "\r" not in ci.replace("\r\n", "\n"), ci
+
+    interactive = stderr_on_a_terminal(train, path, {k: v for k, v in env.items() if k != "CI"})
+    assert "step/s" in interactive and "loss=" in interactive
+
+
+def test_every_stage_logs_a_start_and_an_end_line(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    out = run(["dvc", "repro", "--force", "-s", "split", "train@kaiming", "report"], path, env)
+    for stage in ["split", "train@kaiming", "report"]:
+        lines = [x for x in out.stderr.splitlines() if re.match(rf"\[[\d:]{{8}}\] {stage}: ", x)]
+        assert len(lines) == 2, out.stderr
+        assert re.search(r"wrote|done in", lines[1]), lines
+    assert "step/s" not in out.stderr
+
+
+# --- 4. a sweep through DVC's experiment queue ------------------------------------------------
+
+
+def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    # no MLFLOW_TRACKING_URI: stages fall back to <project>/mlflow.db through $DVC_ROOT, here
+    # a copy of the store the workspace repro filled, as after `make repro`
+    shutil.move(env.pop("MLFLOW_TRACKING_URI").removeprefix("sqlite:///"), path / "mlflow.db")
+    sweep = {"w2-002": 0.02, "w2-003": 0.03}
+    for name, scale in sweep.items():
+        set_param = f"variants.kaiming.w2_scale={scale}"
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", set_param], path, env)
+    try:
+        run(["dvc", "queue", "start", "-j", "2"], path, env)
+        deadline = time.time() + 600
+        while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], path, env).stdout):
+            assert time.time() < deadline, "the queue did not finish in 10 minutes"
+            time.sleep(5)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], path, env, check=False)
+    status = run(["dvc", "queue", "status"], path, env).stdout
+    assert status.count("Success") == len(sweep), status
+
+    keep = (
+        r"^(Experiment|State|variants\.kaiming\.w2_scale|metrics/kaiming\.json:(train|val)_loss)$"
+    )
+    show = ["dvc", "exp", "show", "--drop", ".*", "--keep", keep]
+    table = run([*show, "--no-pager", "--precision", "4"], path, {**env, "COLUMNS": "150"})
+    print(table.stdout)
+    rows = {
+        r["Experiment"]: r
+        for r in csv.DictReader(io.StringIO(run([*show, "--csv"], path, env).stdout))
+    }
+    for name, scale in sweep.items():
+        assert rows[name]["State"] == "Success"
+        assert float(rows[name]["variants.kaiming.w2_scale"]) == scale
+
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+    swept = [r for r in parent_runs(client) if r.data.tags.get("dvc_exp") in sweep]
+    kaiming = {r.data.tags["dvc_exp"]: r for r in swept if r.info.run_name == "kaiming"}
+    assert set(kaiming) == set(sweep)
+    for name, scale in sweep.items():
+        assert kaiming[name].info.status == "FINISHED"
+        assert float(kaiming[name].data.params["variant.w2_scale"]) == scale
+        val_loss = float(rows[name]["metrics/kaiming.json:val_loss"])
+        assert kaiming[name].data.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-12)
+
+
+# --- 5. team scale: a shared tracking server and a DVC remote ---------------------------------
+
+
+def test_stages_log_runs_and_artifacts_to_a_shared_tracking_server(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    server = tmp_path / "server"
+    server.mkdir()
+    args = [
+        "--backend-store-uri",
+        f"sqlite:///{server / 'db.sqlite'}",
+        "--artifacts-destination",
+        str(server / "artifacts"),
+    ]
+    with mlflow_serving("server", *args, cwd=server) as url:
+        env = {**env, "MLFLOW_TRACKING_URI": url}
+        run(["dvc", "repro", "--force", "-s", "train@kaiming"], path, env)
+
+        client = MlflowClient(url)
+        (parent,) = parent_runs(client)
+        assert parent.info.run_name == "kaiming" and parent.info.status == "FINISHED"
+        assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
+        metrics = json.loads((path / "metrics/kaiming.json").read_text())
+        assert parent.data.metrics["val_loss"] == metrics["val_loss"]
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert "kaiming.json" in artifacts and any(a.endswith(".png") for a in artifacts)
+        copy = client.download_artifacts(parent.info.run_id, "kaiming.json", str(tmp_path))
+        assert json.loads(Path(copy).read_text()) == metrics
+
+        exp_id = parent.info.experiment_id
+        found = rest(url, "runs/search", {"experiment_ids": [exp_id]})["runs"]
+        assert len(found) == 1 + 2  # the variant's run and one per seed
+    stored = {p.name for p in (server / "artifacts").rglob("*") if p.is_file()}
+    assert stored == artifacts  # the server kept them in its --artifacts-destination
+
+
+def test_a_clone_pulls_every_output_from_a_dvc_remote_and_retrains_nothing(study, tmp_path):
+    path, env = copy_study(study, tmp_path)
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], path, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "remote"], path)
+    run(["dvc", "push"], path, env)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(path), str(clone)], tmp_path)
+    assert not (clone / "models/kaiming.pt").exists()
+    run(["dvc", "pull"], clone, env)
+    for out in ["data/raw/names.txt", "data/split/train.pt", "models/kaiming.pt"]:
+        assert (clone / out).read_bytes() == (path / out).read_bytes()
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], clone, env).stdout
+    out = run(["dvc", "repro"], clone, env).stdout
+    assert "Running stage" not in out, out
