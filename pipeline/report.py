@@ -22,12 +22,19 @@ def read_rows(params, metrics_dir):
     return [(n, json.loads((Path(metrics_dir) / f"{n}.json").read_text())) for n in names]
 
 
-def long_curves(params, metrics_dir):
-    """variant,step,log10_loss rows of every variant's curve, for one overlay plot."""
-    rows = ["variant,step,log10_loss"]
+def read_curves(params, metrics_dir):
+    """{variant: [(step, log10 loss as written)]} from every train stage's curve CSV."""
+    curves = {}
     for name in params.variants:
         with open(Path(metrics_dir) / "curves" / f"{name}.csv") as f:
-            rows += [f"{name},{r['step']},{r['log10_loss']}" for r in csv.DictReader(f)]
+            curves[name] = [(int(r["step"]), r["log10_loss"]) for r in csv.DictReader(f)]
+    return curves
+
+
+def long_curves(curves):
+    """variant,step,log10_loss rows of every variant's curve, for one overlay plot."""
+    rows = ["variant,step,log10_loss"]
+    rows += [f"{name},{step},{value}" for name, points in curves.items() for step, value in points]
     return "\n".join(rows) + "\n"
 
 
@@ -55,12 +62,12 @@ def main(metrics_dir, expected, out, curves, samples_dir, figure):
     variants = rows[:-1]
     calibrate = rows[-1][1]
     table = comparison_table(rows, yaml.safe_load(open(expected)))
-    curves_text = long_curves(params, metrics_dir)
+    points = read_curves(params, metrics_dir)
+    curves_text = long_curves(points)
     with atomic_path(figure) as tmp:
-        curve_rows = [line.split(",") for line in curves_text.splitlines()[1:]]
         loss_curve_figure(
-            {n: [float(r[2]) for r in curve_rows if r[0] == n] for n in params.variants},
-            sorted({int(r[1]) for r in curve_rows}),
+            {n: [float(value) for _, value in curve] for n, curve in points.items()},
+            [step for step, _ in points[next(iter(points))]],
             f"log10 loss, mean per {params.train.curve_every} steps, seed {params.train.seeds[0]}",
             tmp,
             colors={n: variant_color(n) for n in params.variants},
