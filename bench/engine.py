@@ -39,7 +39,7 @@ PROGRAMS = {
 }
 STAGE_SETTINGS = {
     "engine 5 seeds, 2 threads": "5 seeds, 2 intra-op threads",
-    "engine 5 seeds, 2 workers": "5 seeds over 2 processes (3+2)",
+    "engine 5 seeds, 2 workers": "5 seeds over 2 processes (2+3)",
 }
 
 

@@ -20,6 +20,7 @@ from .common import (
     mlflow_client,
     mlflow_run,
     read_params,
+    run_stage,
     run_tags,
     stage_command,
     write_json,
@@ -80,4 +81,4 @@ def main(data, figure):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

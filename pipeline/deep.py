@@ -14,6 +14,7 @@ import torch
 
 from actgrad.config import ParamsError
 from actgrad.deep import run_deep
+from actgrad.diagnostics import block_means
 from actgrad.plots import density_panels_figure, depth_color, update_ratio_figure
 from actgrad.train import Diverged
 
@@ -26,6 +27,7 @@ from .common import (
     mlflow_client,
     mlflow_run,
     read_params,
+    run_stage,
     run_tags,
     stage_command,
     write_json,
@@ -33,6 +35,16 @@ from .common import (
 
 FIGURES = Path("reports/figures/deep")
 KINDS = ("activations", "gradients", "weight_grads", "update_ratio")
+
+
+SERIES_EVERY = 10  # MLflow gets each per-step curve as the mean of every 10 steps
+
+
+def block_series(values):
+    """[(first step of the block, mean)] of per-step `values` (from step 1), finite means only."""
+    values = torch.tensor(values, dtype=torch.float64)
+    means = block_means(values, range(len(values)), SERIES_EVERY)
+    return [(k * SERIES_EVERY + 1, v) for k, v in enumerate(means.tolist()) if math.isfinite(v)]
 
 
 def finite(value):
@@ -160,11 +172,9 @@ def main(config, data):
         figures = write_figures(config, cfg, train, result)
         write_json(f"metrics/deep/{config}.json", metrics)
 
-        series = {
-            f"update_ratio_log10.{k}": [(s, v) for s, v in enumerate(r, 1) if math.isfinite(v)]
-            for k, r in result.update_ratios.items()
-        }
-        series["batch_loss"] = list(enumerate(result.losses, 1))
+        curves = {f"update_ratio_log10.{k}": r for k, r in result.update_ratios.items()}
+        curves["batch_loss"] = result.losses
+        series = {key: block_series(values) for key, values in curves.items()}
         numbers = flat_numbers({k: v for k, v in metrics.items() if k != "update_ratio_log10"})
         log_values(client, run_id, numbers, run_params, series)  # the series end on those
         for path in [*figures, Path(f"metrics/deep/{config}.json")]:
@@ -178,4 +188,4 @@ def main(config, data):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -4,7 +4,7 @@ import click
 
 from actgrad.data import default_cache_dir, fetch_names, read_words
 
-from .common import log, read_params, stage_command, write_text
+from .common import log, read_params, run_stage, stage_command, write_text
 
 
 @click.command()
@@ -21,4 +21,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,11 +9,10 @@ import click
 import pandas as pd
 import yaml
 
-from actgrad.deep import deep_table
 from actgrad.plots import loss_curve_figure, variant_color
-from actgrad.report import SIGNIFICANCE, comparison_table, instruments_table
+from actgrad.report import SIGNIFICANCE, comparison_table, deep_table, instruments_table
 
-from .common import atomic_path, log, read_params, stage_command, write_text
+from .common import atomic_path, log, read_params, run_stage, stage_command, write_text
 
 
 def read_rows(params, metrics_dir):
@@ -142,4 +141,4 @@ grad:data is std(grad) / std(weight) of the Linear feeding the layer.
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,7 +7,7 @@ import torch
 
 from actgrad.data import make_splits, read_words
 
-from .common import atomic_path, log, read_params, stage_command
+from .common import atomic_path, log, read_params, run_stage, stage_command
 
 
 @click.command()
@@ -29,4 +29,4 @@ def main(names, out):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

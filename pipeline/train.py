@@ -1,6 +1,7 @@
 """Stage train@<variant>: train every seed of one variant, evaluate, save, log to MLflow."""
 
 import dataclasses
+import math
 import os
 import tempfile
 import time
@@ -14,10 +15,11 @@ from actgrad import diagnostics, plots
 from actgrad.config import ParamsError
 from actgrad.model import init_one, seed_losses
 from actgrad.summary import seed_summary
-from actgrad.train import MATRICES, Diverged, curve, train_seeds
+from actgrad.train import MATRICES, Diverged, SeedGroups, curve, merge
 
 from .common import (
     atomic_path,
+    check_interrupted,
     flat_metrics,
     load_split,
     load_vocab,
@@ -27,6 +29,7 @@ from .common import (
     mlflow_run,
     progress_bar,
     read_params,
+    run_stage,
     run_tags,
     stage_command,
     write_json,
@@ -51,33 +54,89 @@ def init_diagnostics(seed, recipe, cfg, X, vocab_size, title, color, figure):
     return {"init_saturated_fraction": fraction, "init_dead_neurons": dead}
 
 
-@click.command()
-@click.argument("variant")
-@click.option("--data", default="data/split", show_default=True)
-@click.option(
-    "--workers",
-    default=os.cpu_count(),
-    show_default=True,
-    help="processes to spread the seeds over (the numbers do not depend on it)",
-)
-@stage_command
-def main(variant, data, workers):
-    params = read_params()
-    if variant not in params.variants:
-        raise ParamsError(
-            f"variants.{variant}: no such variant; choose one of {sorted(params.variants)}"
+def lecture_seed_instruments(variant, recipe, cfg, X, vocab, own, figures):
+    """Metrics, figures and sampled names of the lecture seed, the first of this process's group."""
+    metrics = {"init_ideal_loss": diagnostics.ideal_init_loss(len(vocab))}
+    metrics.update(
+        init_diagnostics(
+            cfg.seeds[0],
+            recipe,
+            cfg,
+            X,
+            len(vocab),
+            f"{variant} at initialisation (seed {cfg.seeds[0]}, first batch)",
+            plots.variant_color(variant),
+            figures["init"],
         )
-    recipe, cfg = params.variants[variant], params.train
-    client, exp_id = mlflow_client()
-    (X, Y), (Xval, Yval) = load_split(data, "train"), load_split(data, "val")
-    torch.set_num_threads(1)
-    log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {workers} processes")
-    started = time.time()
+    )
+    weights, result = own
+    ud, ratio_steps = update_ratios(result, cfg)
+    early = [k for k, step in enumerate(ratio_steps) if step < 1000]
+    metrics["log10_update_ratio_first_1000_steps"] = dict(
+        zip(MATRICES, ud[early, 0].mean(0).tolist())
+    )
+    metrics["grad_data_final"] = dict(zip(MATRICES, result.grad_data[0, -1].tolist()))
+    with atomic_path(figures["update_ratio"]) as tmp:
+        plots.update_ratio_figure(
+            ratio_steps,
+            dict(zip(MATRICES, ud[:, 0].T.tolist())),
+            f"{variant}: update:data ratio (seed {cfg.seeds[0]})",
+            tmp,
+        )
+    samples = diagnostics.sample_names(
+        weights.seed_slice(0), vocab, X.shape[1], cfg.samples, cfg.sample_seed
+    )
+    return metrics, samples
 
-    tags = run_tags(variant=variant)
-    run_params = {f"variant.{k}": v for k, v in dataclasses.asdict(recipe).items()}
-    run_params.update({f"train.{k}": v for k, v in dataclasses.asdict(cfg).items() if k != "seeds"})
-    with ExitStack() as stack:
+
+def update_ratios(result, cfg):
+    """log10 update:data ratios, (recorded steps, S, len(MATRICES)), and those steps."""
+    steps = list(range(0, cfg.steps, cfg.ratio_every))
+    grad_data = result.grad_data.transpose(0, 1)
+    return diagnostics.log10_update_ratios(grad_data, steps, cfg.lr_at), steps
+
+
+def log_group(client, run_ids, run_params, part, splits, cfg):
+    """Each seed's losses of one group, logged with its curves to the seed's run; returns them.
+
+    The run gets the loss curves and the update:data ratios as means per `curve_every` steps.
+    """
+    weights, result = part
+    losses = {f"{name}_loss": seed_losses(weights, X, Y) for name, (X, Y) in splits.items()}
+    losses["init_loss"] = result.losses[:, 0].tolist()
+    block_steps = list(range(0, cfg.steps, cfg.curve_every))
+    loss_curve = curve(result.losses, cfg.curve_every)
+    log10_curve = curve(result.losses.log10(), cfg.curve_every)
+    ud, ratio_steps = update_ratios(result, cfg)
+    ratio_blocks = diagnostics.block_means(ud, ratio_steps, cfg.curve_every)
+    for i, run_id in enumerate(run_ids):
+        series = {
+            "loss_curve": zip(block_steps, loss_curve[i].tolist()),
+            "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
+        }
+        for k, name in enumerate(MATRICES):
+            points = zip(block_steps, ratio_blocks[:, i, k].tolist())
+            series[f"log10_update_ratio_{name}"] = [(s, v) for s, v in points if math.isfinite(v)]
+        log_values(client, run_id, {k: v[i] for k, v in losses.items()}, run_params, series)
+    return losses
+
+
+def train_variant(variant, params, data, workers):
+    recipe, cfg = params.variants[variant], params.train
+    (X, Y), vocab = load_split(data, "train"), load_vocab(data)
+    torch.set_num_threads(1)
+    started = time.time()
+    # the other groups of seeds start training now, while this process sets up MLflow
+    groups = SeedGroups(cfg.seeds, recipe, cfg, X, Y, len(vocab), workers)
+    with groups, ExitStack() as stack:
+        client, exp_id = mlflow_client()
+        splits = {"train": (X, Y), "val": load_split(data, "val")}
+        log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {workers} processes")
+        tags = run_tags(variant=variant)
+        run_params = {f"variant.{k}": v for k, v in dataclasses.asdict(recipe).items()}
+        run_params.update(
+            {f"train.{k}": v for k, v in dataclasses.asdict(cfg).items() if k != "seeds"}
+        )
         parent = stack.enter_context(
             mlflow_run(client, exp_id, variant, {**tags, "seeds": cfg.seeds})
         )
@@ -90,66 +149,36 @@ def main(variant, data, workers):
         with progress_bar(cfg.steps, f"train@{variant}") as bar:
 
             def on_chunk(step, losses):
+                check_interrupted()
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{losses[0, -1].item():.4f}")
 
-            try:
-                weights, result = train_seeds(
-                    cfg.seeds, recipe, cfg, X, Y, len(load_vocab(data)), workers, on_chunk
-                )
-            except Diverged as e:
-                raise click.ClickException(
-                    f"train@{variant}: {e}; lower train.lr or raise train.max_loss"
-                ) from None
+            own = groups.train_own(on_chunk)
 
-        per_seed = {
-            "train_loss": seed_losses(weights, X, Y),
-            "val_loss": seed_losses(weights, Xval, Yval),
-            "init_loss": result.losses[:, 0].tolist(),
-        }
+        # while the other processes finish their seeds
+        figures = {k: Path(f"reports/figures/{variant}_{k}.png") for k in ("init", "update_ratio")}
+        instruments, samples = lecture_seed_instruments(
+            variant, recipe, cfg, X, vocab, own, figures
+        )
+        parts, first = [own], len(own[0].seeds)
+        per_seed = log_group(client, children[:first], run_params, own, splits, cfg)
+        for part in groups.others():
+            check_interrupted()
+            n = len(part[0].seeds)
+            losses = log_group(client, children[first : first + n], run_params, part, splits, cfg)
+            per_seed = {k: per_seed[k] + losses[k] for k in per_seed}
+            parts.append(part)
+            first += n
+        check_interrupted()
+        weights, result = merge(parts)
+
         metrics = {key: values[0] for key, values in per_seed.items()}
         metrics["seeds"] = {
             str(s): {key: values[i] for key, values in per_seed.items()}
             for i, s in enumerate(cfg.seeds)
         }
         metrics.update(seed_summary(per_seed))
-
-        # the lecture's instruments, at the lecture seed
-        vocab = load_vocab(data)
-        color = plots.variant_color(variant)
-        figures = {k: Path(f"reports/figures/{variant}_{k}.png") for k in ("init", "update_ratio")}
-        metrics["init_ideal_loss"] = diagnostics.ideal_init_loss(len(vocab))
-        metrics.update(
-            init_diagnostics(
-                cfg.seeds[0],
-                recipe,
-                cfg,
-                X,
-                len(vocab),
-                f"{variant} at initialisation (seed {cfg.seeds[0]}, first batch)",
-                color,
-                figures["init"],
-            )
-        )
-        ratio_steps = list(range(0, cfg.steps, cfg.ratio_every))
-        ud = diagnostics.log10_update_ratios(
-            result.grad_data.transpose(0, 1), ratio_steps, cfg.lr_at
-        )
-        early = [k for k, step in enumerate(ratio_steps) if step < 1000]
-        metrics["log10_update_ratio_first_1000_steps"] = dict(
-            zip(MATRICES, ud[early, 0].mean(0).tolist())
-        )
-        metrics["grad_data_final"] = dict(zip(MATRICES, result.grad_data[0, -1].tolist()))
-        with atomic_path(figures["update_ratio"]) as tmp:
-            plots.update_ratio_figure(
-                ratio_steps,
-                dict(zip(MATRICES, ud[:, 0].T.tolist())),
-                f"{variant}: update:data ratio (seed {cfg.seeds[0]})",
-                tmp,
-            )
-        samples = diagnostics.sample_names(
-            weights.seed_slice(0), vocab, X.shape[1], cfg.samples, cfg.sample_seed
-        )
+        metrics.update(instruments)
 
         block_steps = list(range(0, cfg.steps, cfg.curve_every))
         loss_curve = curve(result.losses, cfg.curve_every)
@@ -174,15 +203,6 @@ def main(variant, data, workers):
         write_text(outputs["samples"], "\n".join(samples) + "\n")
 
         log_values(client, parent, flat_metrics(metrics), run_params)
-        for i, run_id in enumerate(children):
-            series = {
-                "loss_curve": zip(block_steps, loss_curve[i].tolist()),
-                "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
-            }
-            for k, name in enumerate(MATRICES):
-                series[f"log10_update_ratio_{name}"] = zip(ratio_steps, ud[:, i, k].tolist())
-            per_seed_metrics = {key: values[i] for key, values in per_seed.items()}
-            log_values(client, run_id, per_seed_metrics, run_params, series)
         with tempfile.TemporaryDirectory() as tmp:
             seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
             plots.loss_curve_figure(
@@ -199,5 +219,29 @@ def main(variant, data, workers):
     )
 
 
+@click.command()
+@click.argument("variant")
+@click.option("--data", default="data/split", show_default=True)
+@click.option(
+    "--workers",
+    default=os.cpu_count(),
+    show_default=True,
+    help="processes to spread the seeds over (the numbers do not depend on it)",
+)
+@stage_command
+def main(variant, data, workers):
+    params = read_params()
+    if variant not in params.variants:
+        raise ParamsError(
+            f"variants.{variant}: no such variant; choose one of {sorted(params.variants)}"
+        )
+    try:
+        train_variant(variant, params, data, workers)
+    except Diverged as e:
+        raise click.ClickException(
+            f"train@{variant}: {e}; lower train.lr or raise train.max_loss"
+        ) from None
+
+
 if __name__ == "__main__":
-    main()
+    run_stage(main)

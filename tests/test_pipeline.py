@@ -65,6 +65,10 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(pro
     assert sorted(r.data.tags["seed"] for r in children) == sorted([str(LECTURE_SEED), "1"])
     curve = client.get_metric_history(children[0].info.run_id, "loss_curve")
     assert [m.step for m in curve] == [0, 100, 200]
+    for child in children:  # the update:data ratios, one mean per block of curve_every steps
+        ratios = client.get_metric_history(child.info.run_id, "log10_update_ratio_W1")
+        assert sorted(m.step for m in ratios) == [0, 100, 200]
+        assert all(-6 < m.value < 0 for m in ratios)
     artifacts = {a.path for a in client.list_artifacts(newest.info.run_id)}
     assert {
         "kaiming.json",

@@ -16,6 +16,15 @@ class ParamsError(ValueError):
     """A params.yaml value is missing, unknown or out of range."""
 
 
+def _require_positive(config, key, names):
+    """Raise ParamsError for the first of the fields `names` of `config` that is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            kind = "an integer" if isinstance(value, int) else "a number"
+            raise ParamsError(f"{key}.{name}: must be {kind} > 0, got {value}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     url: str = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
@@ -74,22 +83,8 @@ class TrainConfig:
     seeds: tuple[int, ...] = (2147483647,)
 
     def validate(self, key):
-        for name in (
-            "n_embd",
-            "n_hidden",
-            "steps",
-            "batch_size",
-            "curve_every",
-            "ratio_every",
-            "samples",
-        ):
-            if getattr(self, name) <= 0:
-                raise ParamsError(
-                    f"{key}.{name}: must be an integer > 0, got {getattr(self, name)}"
-                )
-        for name in ("lr", "lr_decayed", "max_loss"):
-            if not getattr(self, name) > 0:
-                raise ParamsError(f"{key}.{name}: must be a number > 0, got {getattr(self, name)}")
+        positive = ("n_embd", "n_hidden", "steps", "batch_size", "curve_every", "ratio_every")
+        _require_positive(self, key, positive + ("samples", "lr", "lr_decayed", "max_loss"))
         if self.batch_size < 2:
             raise ParamsError(
                 f"{key}.batch_size: must be an integer >= 2 (BatchNorm needs a batch std), "
@@ -126,9 +121,7 @@ class DeepConfig:
     last_scale: float = 0.1  # the output BatchNorm's gamma, or without BatchNorm its weight
 
     def validate(self, key):
-        for name in ("gain", "last_scale"):
-            if not getattr(self, name) > 0:
-                raise ParamsError(f"{key}.{name}: must be a number > 0, got {getattr(self, name)}")
+        _require_positive(self, key, ("gain", "last_scale"))
 
 
 @dataclass(frozen=True)
@@ -144,15 +137,9 @@ class DeepTrainConfig:
     seed: int = 2147483647
 
     def validate(self, key):
-        for name in ("n_embd", "n_hidden", "n_layers", "steps"):
-            if getattr(self, name) <= 0:
-                raise ParamsError(
-                    f"{key}.{name}: must be an integer > 0, got {getattr(self, name)}"
-                )
+        _require_positive(self, key, ("n_embd", "n_hidden", "n_layers", "steps", "lr"))
         if self.batch_size < 2:
             raise ParamsError(f"{key}.batch_size: must be an integer >= 2, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ParamsError(f"{key}.lr: must be a number > 0, got {self.lr}")
         if self.seed < 0:
             raise ParamsError(f"{key}.seed: must be an integer >= 0, got {self.seed}")
 

@@ -8,7 +8,6 @@ step, as the lecture does.
 
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -221,33 +220,3 @@ def run_deep(cfg, train, X, Y, vocab_size):
                 layer.out = None  # keep one layer's output of the whole split, not all of them
             train_loss = F.cross_entropy(x, Y).item()
     return DeepResult(init, final, update_ratios, losses, train_loss, diverged_at)
-
-
-def deep_table(rows):
-    """Markdown table, one line per hidden layer of each config, each cell "init → final".
-
-    `rows` is a list of (config name, metrics) in display order, metrics being a
-    metrics/deep/<config>.json as the deep stage writes it.
-    """
-
-    def cell(key, fmt, init, final):
-        if init[key] is None:
-            return ""
-        return f"{init[key]:{fmt}} → {'diverged' if final is None else format(final[key], fmt)}"
-
-    table = []
-    for name, metrics in rows:
-        for key, init in metrics["init"]["layers"].items():
-            final = metrics["final"] and metrics["final"]["layers"][key]
-            table.append(
-                {
-                    "config": name,
-                    "layer": init["label"],
-                    "act mean": cell("act_mean", "+.3f", init, final),
-                    "act std": cell("act_std", ".3f", init, final),
-                    "saturated %": cell("saturated_pct", ".2f", init, final),
-                    "grad std": cell("grad_std", ".2e", init, final),
-                    "weight grad:data": cell("weight_grad_data", ".2e", init, final),
-                }
-            )
-    return pd.DataFrame(table).to_markdown(index=False)

@@ -33,6 +33,14 @@ def log10_update_ratios(grad_data, lr_steps, lr_of):
     return (grad_data * lrs).log10()
 
 
+def block_means(values, steps, every):
+    """Mean of `values` (len(steps), ...), read at `steps`, over each block of `every` steps."""
+    block = torch.tensor(list(steps)) // every
+    counts = torch.bincount(block).view(-1, *[1] * (values.dim() - 1))
+    sums = values.new_zeros(counts.shape[0], *values.shape[1:]).index_add_(0, block, values)
+    return sums / counts
+
+
 @torch.no_grad()
 def sample_names(w, vocab, block_size, count, seed):
     """`count` names drawn from one seed's model with a generator seeded `seed`."""
