@@ -1,5 +1,6 @@
 """What every stage shares: params, atomic outputs, error handling and the MLflow store."""
 
+import fcntl
 import functools
 import json
 import os
@@ -177,10 +178,33 @@ def mlflow_client():
             ) from None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    with _opening(uri):
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        exp_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
     return client, exp_id
+
+
+@contextmanager
+def _opening(uri):
+    """For a sqlite store: one process at a time creates its tables and our experiment.
+
+    Stages that start together (`dvc queue start -j 2` on a fresh clone) would otherwise race
+    through MLflow's table set-up and fail. The lock is an flock on the database file itself,
+    which sqlite's own (fcntl) locks ignore; an empty file is a valid new database.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise TrackingError(f"MLflow store {uri}: the folder {path.parent} does not exist")
+    db = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # a descriptor to lock, nothing written
+    try:
+        fcntl.flock(db, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(db)
 
 
 def run_tags(**extra):

@@ -369,6 +369,35 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(copy):
     assert_no_outputs("train", path)
 
 
+def test_a_sqlite_store_in_a_missing_folder_is_named(copy):
+    path, env = copy
+    uri = f"sqlite:///{path / 'nowhere' / 'mlflow.db'}"
+    out = run_stage("train", path, {**env, "MLFLOW_TRACKING_URI": uri})
+    folder = path / "nowhere"
+    assert error_line(out) == f"Error: MLflow store {uri}: the folder {folder} does not exist"
+    assert_no_outputs("train", path)
+
+
+def test_stages_that_open_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """As parallel queue workers on a fresh clone do: one creates the tables, the others wait."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    code = "from pipeline.common import mlflow_client; print(mlflow_client()[1])"
+    stages = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [stage.communicate(timeout=120) for stage in stages]
+    assert [stage.returncode for stage in stages] == [0, 0, 0], [err for _, err in outs]
+    assert len({out for out, _ in outs}) == 1  # all three found the one experiment
+
+
 # --- 6. atomic outputs -----------------------------------------------------------------------
 
 SLOW_WRITE = """
