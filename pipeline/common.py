@@ -92,7 +92,7 @@ def stage_command(fn):
                 f"{e.filename}: no such file; `dvc repro` runs the stages that make it"
             ) from None
         except KeyboardInterrupt as e:
-            signame = e.args[0] if e.args else "SIGINT"  # Ctrl-C raises it without one
+            signame = e.args[0] if e.args else "SIGINT"  # one raised by other code has none
             log(f"interrupted ({signame}); no half-written output was left")
             sys.exit(130)
 

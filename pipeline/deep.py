@@ -35,8 +35,6 @@ from .common import (
 
 FIGURES = Path("reports/figures/deep")
 KINDS = ("activations", "gradients", "weight_grads", "update_ratio")
-
-
 SERIES_EVERY = 10  # MLflow gets each per-step curve as the mean of every 10 steps
 
 

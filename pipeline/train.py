@@ -96,7 +96,7 @@ def update_ratios(result, cfg):
     return diagnostics.log10_update_ratios(grad_data, steps, cfg.lr_at), steps
 
 
-def log_group(client, run_ids, run_params, part, splits, cfg):
+def log_group(client, seed_runs, run_params, part, splits, cfg):
     """Each seed's losses of one group, logged with its curves to the seed's run; returns them.
 
     The run gets the loss curves and the update:data ratios as means per `curve_every` steps.
@@ -109,7 +109,7 @@ def log_group(client, run_ids, run_params, part, splits, cfg):
     log10_curve = curve(result.losses.log10(), cfg.curve_every)
     ud, ratio_steps = update_ratios(result, cfg)
     ratio_blocks = diagnostics.block_means(ud, ratio_steps, cfg.curve_every)
-    for i, run_id in enumerate(run_ids):
+    for i, seed in enumerate(weights.seeds):
         series = {
             "loss_curve": zip(block_steps, loss_curve[i].tolist()),
             "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
@@ -117,6 +117,7 @@ def log_group(client, run_ids, run_params, part, splits, cfg):
         for k, name in enumerate(MATRICES):
             points = zip(block_steps, ratio_blocks[:, i, k].tolist())
             series[f"log10_update_ratio_{name}"] = [(s, v) for s, v in points if math.isfinite(v)]
+        run_id = seed_runs[seed]
         log_values(client, run_id, {k: v[i] for k, v in losses.items()}, run_params, series)
     return losses
 
@@ -140,12 +141,12 @@ def train_variant(variant, params, data, workers):
         parent = stack.enter_context(
             mlflow_run(client, exp_id, variant, {**tags, "seeds": cfg.seeds})
         )
-        children = [
-            stack.enter_context(
+        seed_runs = {
+            s: stack.enter_context(
                 mlflow_run(client, exp_id, f"{variant} seed {s}", {**tags, "seed": s}, parent)
             )
             for s in cfg.seeds
-        ]
+        }
         with progress_bar(cfg.steps, f"train@{variant}") as bar:
 
             def on_chunk(step, losses):
@@ -160,17 +161,13 @@ def train_variant(variant, params, data, workers):
         instruments, samples = lecture_seed_instruments(
             variant, recipe, cfg, X, vocab, own, figures
         )
-        parts, first = [own], len(own[0].seeds)
-        per_seed = log_group(client, children[:first], run_params, own, splits, cfg)
-        for part in groups.others():
-            check_interrupted()
-            n = len(part[0].seeds)
-            losses = log_group(client, children[first : first + n], run_params, part, splits, cfg)
-            per_seed = {k: per_seed[k] + losses[k] for k in per_seed}
-            parts.append(part)
-            first += n
+        per_seed = log_group(client, seed_runs, run_params, own, splits, cfg)
+        others = groups.others()
         check_interrupted()
-        weights, result = merge(parts)
+        for part in others:
+            for key, values in log_group(client, seed_runs, run_params, part, splits, cfg).items():
+                per_seed[key] += values
+        weights, result = merge([own, *others])
 
         metrics = {key: values[0] for key, values in per_seed.items()}
         metrics["seeds"] = {
