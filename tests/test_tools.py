@@ -243,6 +243,18 @@ def test_every_stage_logs_a_start_and_an_end_line(study, tmp_path):
 # --- 4. a sweep through DVC's experiment queue ------------------------------------------------
 
 
+def end_stray_workers(path):
+    """Kill queue workers still alive: dvc-task's worker can miss its own shutdown when its queue
+    empties while it runs the last task (treeverse/dvc#10427), and then idles forever."""
+    for pidfile in (path / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid"):
+        pid = int(pidfile.read_text())
+        try:
+            if b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass  # it has already gone
+
+
 def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, tmp_path):
     path, env = copy_study(study, tmp_path)
     # no MLFLOW_TRACKING_URI: stages fall back to <project>/mlflow.db through $DVC_ROOT, here
@@ -253,13 +265,16 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
         set_param = f"variants.kaiming.w2_scale={scale}"
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", set_param], path, env)
     try:
-        run(["dvc", "queue", "start", "-j", "2"], path, env)
+        # the workers keep the start command's stdout open while they live: don't wait on it
+        start = ["dvc", "queue", "start", "-j", "2"]
+        subprocess.run(start, cwd=path, env=env, stdout=subprocess.DEVNULL, check=True)
         deadline = time.time() + 600
         while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], path, env).stdout):
             assert time.time() < deadline, "the queue did not finish in 10 minutes"
             time.sleep(5)
     finally:
         run(["dvc", "queue", "stop", "--kill"], path, env, check=False)
+        end_stray_workers(path)
     status = run(["dvc", "queue", "status"], path, env).stdout
     assert status.count("Success") == len(sweep), status
 
