@@ -1,36 +1,36 @@
-"""The numbers behind the per-variant figures: init loss, saturation, update ratios, samples."""
+"""The instruments against their definitions: init loss, inactive and dead units, distinct
+units, update:data ratios from the real update, samples."""
+
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import LECTURE_SEED
+import yaml
+from conftest import LECTURE_SEED, ROOT
+from lecture import RECIPES, lecture_loop
 
 from actgrad import diagnostics
-from actgrad.config import TrainConfig, Variant
-from actgrad.model import init_one
-from actgrad.train import train_seeds
+from actgrad.config import load_params
+from actgrad.init import draw
+from actgrad.model import init_weights
+from actgrad.train import train, unit_counts
 
-RECIPES = {
-    "baseline": Variant(),
-    "softmax_fix": Variant(w2_scale=0.01, b2_scale=0.0),
-    "kaiming": Variant(w1_scale=5 / 3, w1_fan_in=True, b1_scale=0.01, w2_scale=0.01, b2_scale=0.0),
-    "batchnorm": Variant(
-        w1_scale=5 / 3, w1_fan_in=True, w2_scale=0.01, b2_scale=0.0, batchnorm=True
-    ),
-}
+PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def first_batch(name, splits):
-    """The weights at init and the first minibatch, as the training loop draws it."""
+    """One seed's weights at init and the first minibatch, as the training loop draws it."""
     X, Y = splits[1]["train"]
-    w, g = init_one(LECTURE_SEED, RECIPES[name], 27, 3, 10, 200)
+    w, g = draw(LECTURE_SEED, PARAMS.variants[name], 27, 3, 10, 200)
+    w = {n: t.view(-1, t.shape[-1]) for n, t in w.items()}
     ix = torch.randint(0, X.shape[0], (32,), generator=g)
     return w, X[ix], Y[ix]
 
 
 def init_loss(name, splits):
     w, X, Y = first_batch(name, splits)
-    _, h = diagnostics.init_activations(w, X)
+    _, h = diagnostics.init_activations(w, X, PARAMS.variants[name])
     return F.cross_entropy(h @ w["W2"] + w["b2"], Y).item()
 
 
@@ -43,42 +43,104 @@ def test_baseline_starts_far_above_the_ideal_loss_and_the_softmax_fix_near_it(sp
     assert abs(init_loss("softmax_fix", splits) - 3.2958) < 0.1
 
 
-def test_baseline_saturates_far_more_neurons_at_init_than_kaiming(splits):
+def test_inactive_fraction_and_dead_units_follow_the_tanh_definition(splits):
     fractions = {}
     for name in ("baseline", "kaiming"):
         w, X, _ = first_batch(name, splits)
-        _, h = diagnostics.init_activations(w, X)
-        saturated, fractions[name], dead = diagnostics.saturation(h)
-        assert saturated.shape == (32, 200) and 0 <= dead <= 200
+        hpre = w["C"][X].view(32, -1) @ w["W1"] + w["b1"]
+        saturated = torch.tanh(hpre).abs() > 0.99  # the lecture's definition, with torch's tanh
+        z, h = diagnostics.init_activations(w, X, PARAMS.variants[name])
+        inactive, fractions[name], dead = diagnostics.inactive_units(
+            z, h, PARAMS.variants[name].activation
+        )
+        assert (inactive != saturated).sum() <= 2  # at most a rounding at the 0.99 boundary
+        assert dead == int(saturated.all(0).sum())
     assert fractions["baseline"] > 0.5 and fractions["kaiming"] < 0.15
 
 
-def test_batchnorm_normalises_the_tanh_input_at_init(splits):
-    w, X, _ = first_batch("batchnorm", splits)
-    hpre, _ = diagnostics.init_activations(w, X)
-    torch.testing.assert_close(hpre.std(0), torch.ones(200), atol=1e-5, rtol=0)
+def test_dead_units_on_the_training_split_match_a_brute_force_count(splits):
+    """Units made dead on purpose: a ReLU unit with a hugely negative bias never fires, and a tanh
+    unit with a huge bias saturates on every context; counted over all 182,625 examples."""
+    X, _ = splits[1]["train"]
+    for name, killed in (("relu_kaiming", slice(0, 7)), ("kaiming", slice(10, 15))):
+        variant = PARAMS.variants[name]
+        weights, _ = init_weights((LECTURE_SEED, 1), variant, 27, 3, 10, 200)
+        weights.params["b1"][:, :, killed] = -1e3 if name == "relu_kaiming" else 1e3
+        dead, _ = unit_counts(weights, variant, torch.unique(X, dim=0))
+        for s in range(2):
+            w = weights.seed_slice(s)
+            a = w["C"][X].view(len(X), -1) @ w["W1"] + w["b1"]
+            brute = (a <= 0) if name == "relu_kaiming" else (torch.tanh(a).abs() > 0.99)
+            assert dead[s] == brute.all(0).sum() >= 5
 
 
-def test_update_ratios_scale_the_recorded_grad_data_by_the_lr_schedule():
-    cfg = TrainConfig(lr=0.1, lr_decay_step=200, lr_decayed=0.01)
-    ratios = diagnostics.log10_update_ratios(
-        torch.full((4, 3), 0.01), [0, 100, 200, 300], cfg.lr_at
-    )
-    assert ratios[:, 0].tolist() == pytest.approx([-3, -3, -4, -4])
+def test_distinct_units_count_copies_as_one(splits):
+    variant = PARAMS.variants["kaiming"]
+    weights, _ = init_weights((LECTURE_SEED,), variant, 27, 3, 10, 200)
+    X, _ = splits[1]["train"]
+    contexts = torch.unique(X, dim=0)
+    assert unit_counts(weights, variant, contexts)[1].tolist() == [200]
+    weights.params["W1"][0, :, 3] = weights.params["W1"][0, :, 4]
+    assert unit_counts(weights, variant, contexts)[1].tolist() == [200]  # b1 still differs
+    weights.params["b1"][0, :, 3] = weights.params["b1"][0, :, 4]
+    assert unit_counts(weights, variant, contexts)[1].tolist() == [199]  # unit 3 copies unit 4
+    zero = PARAMS.variants["zero_init"]
+    weights, _ = init_weights((LECTURE_SEED,), zero, 27, 3, 10, 200)
+    assert unit_counts(weights, zero, contexts)[1].tolist() == [1]
 
 
-def test_training_records_grad_data_ratios_every_ratio_every_steps(splits):
+def test_update_ratio_is_measured_from_the_real_update(splits):
+    """For SGD it equals the lecture's std(lr * grad) / std(weight after), up to rounding."""
     X, Y = splits[1]["train"]
-    cfg = TrainConfig(steps=250, lr_decay_step=125, curve_every=100, ratio_every=50, seeds=(1, 2))
-    _, result = train_seeds(cfg.seeds, RECIPES["kaiming"], cfg, X, Y, 27)
-    assert result.grad_data.shape == (2, 5, 3)
-    assert torch.isfinite(result.grad_data).all() and (result.grad_data > 0).all()
+    name = "kaiming"
+    cfg = dataclasses.replace(
+        PARAMS.train, steps=1, curve_every=1, ratio_every=1, seeds=(LECTURE_SEED,)
+    )
+    variant = PARAMS.variants[name]
+    weights, generators = init_weights(cfg.seeds, variant, 27, 3, 10, 200)
+    before = {n: t.clone() for n, t in weights.params.items()}
+    result = train(weights, generators, X, Y, cfg, variant)
+    _, (C, W1, W2, b2, b1), _ = lecture_loop(X, Y, RECIPES[name], 1, 1)
+    for k, tensor in enumerate(("C", "W1", "W2")):
+        after = weights.params[tensor][0].double()
+        real = ((after - before[tensor][0].double()).std() / after.std()).log10().item()
+        assert result.update_ratio[0, 0, k].item() == pytest.approx(real, abs=1e-6)
+        grad = {"C": C, "W1": W1, "W2": W2}[tensor].grad
+        lecture = ((0.1 * grad).std() / after.float().std()).log10().item()
+        assert real == pytest.approx(lecture, abs=1e-4)
+
+
+def test_batchnorm_normalises_the_activation_input_at_init(splits):
+    w, X, _ = first_batch("batchnorm", splits)
+    z, _ = diagnostics.init_activations(w, X, PARAMS.variants["batchnorm"])
+    torch.testing.assert_close(z.std(0), torch.ones(200), atol=1e-5, rtol=0)
+
+
+def test_calibrated_statistics_and_loss_follow_the_lecture(splits):
+    """The notebook's calibration: hpreact over the whole training set, its mean and std."""
+    from actgrad.model import batch_stats, split_loss
+
+    (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
+    variant = PARAMS.variants["batchnorm"]
+    _, (C, W1, W2, b2, bngain, bnbias), _ = lecture_loop(X, Y, RECIPES["batchnorm"], 200, 100)
+    with torch.no_grad():
+        hpreact = C[X].view(len(X), -1) @ W1
+        bnmean, bnstd = hpreact.mean(0, keepdim=True), hpreact.std(0, keepdim=True)
+        h = torch.tanh(bngain * (C[Xv].view(len(Xv), -1) @ W1 - bnmean) / bnstd + bnbias)
+        lecture_val = F.cross_entropy(h @ W2 + b2, Yv).item()
+    w = {"C": C, "W1": W1, "W2": W2, "b2": b2, "norm_gain": bngain, "norm_bias": bnbias}
+    w = {n: t.detach() for n, t in w.items()}
+    stats = batch_stats(w, X, variant)
+    torch.testing.assert_close(stats["mean"], bnmean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats["std"], bnstd, rtol=1e-5, atol=1e-5)
+    assert split_loss(w, variant, Xv, Yv, stats) == pytest.approx(lecture_val, abs=1e-5)
 
 
 def test_samples_are_reproducible_names(splits):
     vocab = splits[0]
     w, _, _ = first_batch("kaiming", splits)
-    names = diagnostics.sample_names(w, vocab, 3, 20, seed=7)
-    assert len(names) == 20 and names == diagnostics.sample_names(w, vocab, 3, 20, seed=7)
+    variant = PARAMS.variants["kaiming"]
+    names = diagnostics.sample_names(w, variant, vocab, 3, 20, seed=7)
+    assert len(names) == 20 and names == diagnostics.sample_names(w, variant, vocab, 3, 20, seed=7)
     assert all(set(n) <= set(vocab.chars[1:]) for n in names)
     assert len(set(names)) > 10

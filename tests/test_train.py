@@ -1,78 +1,102 @@
+"""The engine against the lecture's own loop, and the properties its batching must keep."""
+
+import dataclasses
+
 import pytest
 import torch
-from conftest import LECTURE_SEED
-from lecture import lecture_loop
+import yaml
+from conftest import LECTURE_SEED, ROOT
+from lecture import RECIPES, lecture_loop
 
-from actgrad.config import TrainConfig, Variant
+from actgrad.config import load_params
 from actgrad.model import init_weights, seed_losses
 from actgrad.train import Diverged, train, train_seeds
 
-KAIMING = Variant(w1_scale=5 / 3, w1_fan_in=True, b1_scale=0.01, w2_scale=0.01, b2_scale=0.0)
-BATCHNORM = Variant(w1_scale=5 / 3, w1_fan_in=True, w2_scale=0.01, b2_scale=0.0, batchnorm=True)
-BASELINE = Variant()
+PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
-def engine(X, Y, variant, seeds, steps=300, **cfg):
-    cfg = TrainConfig(steps=steps, lr_decay_step=steps // 2, curve_every=100, seeds=seeds, **cfg)
-    weights, generators = init_weights(seeds, variant, 27, 3, 10, 200)
-    return weights, train(weights, generators, X, Y, cfg)
+def config(steps, seeds, **changes):
+    """The study's train config for a short run: lr decays halfway, as the lecture's does."""
+    optimizer = dataclasses.replace(PARAMS.train.optimizer, decay_step=steps // 2)
+    cfg = dataclasses.replace(
+        PARAMS.train, steps=steps, seeds=seeds, curve_every=100, optimizer=optimizer
+    )
+    return dataclasses.replace(cfg, **changes)
 
 
-SOFTMAX_FIX = Variant(w2_scale=0.01, b2_scale=0.0)
+def variant(name, cfg):
+    return dataclasses.replace(PARAMS.variants[name], optimizer=cfg.optimizer)
 
 
-@pytest.mark.parametrize(
-    "variant", [SOFTMAX_FIX, KAIMING, BATCHNORM], ids=["softmax_fix", "kaiming", "batchnorm"]
-)
-def test_engine_follows_the_lecture_loop_step_by_step(splits, variant):
+def engine(X, Y, name, seeds, steps=300):
+    cfg = config(steps, seeds)
+    v = variant(name, cfg)
+    weights, generators = init_weights(seeds, v, 27, 3, 10, 200)
+    return weights, train(weights, generators, X, Y, cfg, v)
+
+
+@pytest.mark.parametrize("name", ["softmax_fix", "tanh_fix", "kaiming", "batchnorm"])
+def test_engine_follows_the_lecture_loop_step_by_step(splits, name):
+    """params.yaml's spec of each lecture recipe is the notebook's code, step for step."""
     X, Y = splits[1]["train"]
-    expected, _ = lecture_loop(X, Y, variant, 300, 150)
-    _, result = engine(X, Y, variant, (LECTURE_SEED,))
+    expected, _, (bn_mean, bn_std) = lecture_loop(X, Y, RECIPES[name], 300, 150)
+    weights, result = engine(X, Y, name, (LECTURE_SEED,))
     torch.testing.assert_close(result.losses[0], expected, rtol=0, atol=1e-5)
+    if name == "batchnorm":  # the running statistics, against the notebook's update
+        torch.testing.assert_close(weights.running["mean"][0], bn_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(weights.running["std"][0], bn_std, rtol=1e-4, atol=1e-5)
 
 
 def test_baseline_follows_the_lecture_loop_until_rounding_grows(splits):
     # The baseline's huge logits amplify float rounding differences (our tanh is computed as
     # 2 sigmoid(2a) - 1), so its trajectory drifts from the notebook's within ~100 steps.
     X, Y = splits[1]["train"]
-    expected, _ = lecture_loop(X, Y, BASELINE, 20, 10)
-    _, result = engine(X, Y, BASELINE, (LECTURE_SEED,), steps=20)
+    expected, _, _ = lecture_loop(X, Y, RECIPES["baseline"], 20, 10)
+    _, result = engine(X, Y, "baseline", (LECTURE_SEED,), steps=20)
     torch.testing.assert_close(result.losses[0], expected, rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("variant", [KAIMING, BATCHNORM], ids=["kaiming", "batchnorm"])
-def test_a_seed_trains_the_same_alone_or_among_others(splits, variant):
+@pytest.mark.parametrize("name", ["kaiming", "batchnorm", "adam"])
+def test_a_seed_trains_the_same_alone_or_among_others(splits, name):
     X, Y = splits[1]["train"]
-    alone_w, alone = engine(X, Y, variant, (LECTURE_SEED,))
-    batch_w, batch = engine(X, Y, variant, (3, LECTURE_SEED, 1, 2, 4))
+    alone_w, alone = engine(X, Y, name, (LECTURE_SEED,))
+    batch_w, batch = engine(X, Y, name, (3, LECTURE_SEED, 1, 2, 4))
     assert torch.equal(batch.losses[1], alone.losses[0])
-    assert torch.equal(batch_w.params["W2"][1], alone_w.params["W2"][0])
-    if variant.batchnorm:
-        assert torch.equal(batch_w.bn_std[1], alone_w.bn_std[0])
+    for tensor in alone_w.params:
+        assert torch.equal(batch_w.params[tensor][1], alone_w.params[tensor][0]), tensor
+    for stat in alone_w.running:
+        assert torch.equal(batch_w.running[stat][1], alone_w.running[stat][0]), stat
 
 
-def test_workers_split_the_seeds_without_changing_a_bit(splits):
+def test_one_process_or_one_per_seed_give_the_same_bits(splits):
     X, Y = splits[1]["train"]
-    cfg = TrainConfig(steps=200, lr_decay_step=100, curve_every=100, seeds=(LECTURE_SEED, 1, 2))
-    one_w, one = train_seeds(cfg.seeds, BATCHNORM, cfg, X, Y, 27, workers=1)
-    two_w, two = train_seeds(cfg.seeds, BATCHNORM, cfg, X, Y, 27, workers=2)
-    assert two_w.seeds == cfg.seeds
-    assert torch.equal(one.losses, two.losses)
+    cfg = config(200, (LECTURE_SEED, 1, 2))
+    v = variant("batchnorm", cfg)
+    one_w, one = train_seeds(cfg.seeds, v, cfg, X, Y, 27, workers=1)
+    three_w, three = train_seeds(cfg.seeds, v, cfg, X, Y, 27, workers=3)
+    assert three_w.seeds == cfg.seeds
+    for field in vars(one):
+        assert torch.equal(getattr(one, field), getattr(three, field)), field
     for name in one_w.params:
-        assert torch.equal(one_w.params[name], two_w.params[name]), name
-    assert torch.equal(one_w.bn_mean, two_w.bn_mean)
+        assert torch.equal(one_w.params[name], three_w.params[name]), name
+    assert torch.equal(one_w.running["mean"], three_w.running["mean"])
 
 
 def test_training_lowers_the_loss_of_every_seed(splits):
     (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
-    weights, result = engine(X, Y, KAIMING, (LECTURE_SEED, 7), steps=500)
-    assert all(v < 2.7 for v in seed_losses(weights, Xv, Yv))
+    weights, result = engine(X, Y, "kaiming", (LECTURE_SEED, 7), steps=500)
+    assert all(v < 2.7 for v in seed_losses(weights, PARAMS.variants["kaiming"], Xv, Yv))
     assert (result.losses[:, :50].mean(1) > result.losses[:, -50:].mean(1) + 0.2).all()
 
 
 def test_divergence_stops_at_the_first_bad_step_naming_seed_and_step(splits):
     X, Y = splits[1]["train"]
+    cfg = config(300, (LECTURE_SEED, 5))
+    v = dataclasses.replace(
+        PARAMS.variants["baseline"], optimizer=dataclasses.replace(cfg.optimizer, lr=100.0)
+    )
+    weights, generators = init_weights(cfg.seeds, v, 27, 3, 10, 200)
     with pytest.raises(Diverged) as e:
-        engine(X, Y, BASELINE, (LECTURE_SEED, 5), steps=300, lr=100.0)
+        train(weights, generators, X, Y, cfg, v)
     assert e.value.seed in (LECTURE_SEED, 5) and 0 < e.value.step < 300
     assert f"diverged at step {e.value.step}" in str(e.value)

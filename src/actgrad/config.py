@@ -1,7 +1,9 @@
 """Every knob of the study as dataclasses, validated from params.yaml.
 
-Validation is strict: an unknown key, a wrong type or an impossible value raises
-ParamsError naming the key and what it accepts.
+A variant is data: an Init per tensor, and an activation, a norm and an optimizer, each a piece
+(pieces.py, optim.py) chosen by name and built with its hyperparameters. Validation is strict:
+an unknown key or name, a wrong type or an impossible value raises ParamsError naming the key
+and what it accepts.
 """
 
 import dataclasses
@@ -10,6 +12,10 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from .optim import OPTIMIZERS, Sgd
+from .pieces import ACTIVATIONS, NORMS, BatchNorm, NoNorm, Tanh
 
 
 class ParamsError(ValueError):
@@ -53,16 +59,122 @@ class SplitConfig:
             )
 
 
+TENSORS = ("C", "W1", "b1", "W2", "b2")  # drawn in this order from each seed's generator
+INIT_SCHEMES = ("kaiming", "xavier", "zeros")  # the schemes named by a bare word
+
+
+@dataclass(frozen=True)
+class Init:
+    """How one tensor starts. Every scheme first draws randn from the seed's generator:
+    randn × value, kaiming (randn × gain / √fan_in), xavier (randn × gain × √(2 / (fan_in +
+    fan_out))), zeros, or constant (value everywhere). A kaiming gain of None is the
+    activation's; a xavier one, 1."""
+
+    scheme: str
+    value: float | None = None
+
+    def __str__(self):
+        if self.scheme == "randn":
+            return f"randn x {self.value:g}"
+        return self.scheme if self.value is None else f"{self.scheme} {self.value:g}"
+
+
+def parse_init(value, key):
+    """An Init from params.yaml: a number, kaiming, xavier, zeros, {kaiming: {gain: g}},
+    {xavier: {gain: g}} or {constant: v}."""
+    if isinstance(value, bool):
+        raise ParamsError(f"{key}: expected a number or a scheme, got {value!r}")
+    if isinstance(value, int | float):
+        return Init("randn", float(value))
+    if value in INIT_SCHEMES:
+        return Init(value)
+    if isinstance(value, dict) and len(value) == 1:
+        ((scheme, arg),) = value.items()
+        if scheme == "constant":
+            return Init("constant", _convert(arg, float, f"{key}.constant"))
+        if scheme in ("kaiming", "xavier"):
+            gain = build(Gain, arg, f"{key}.{scheme}").gain
+            return Init(scheme, gain)
+    raise ParamsError(
+        f"{key}: expected a number (randn scale), kaiming, xavier, zeros, "
+        f"{{kaiming: {{gain: g}}}}, {{xavier: {{gain: g}}}} or {{constant: v}}, got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class Gain:
+    gain: float
+
+    def validate(self, key):
+        _require_positive(self, key, ("gain",))
+
+
+def piece(registry, what):
+    """A parser for a piece chosen by name: `name` alone, or {name: name, hyperparameter: v}."""
+
+    def parse(value, key):
+        values = {"name": value} if isinstance(value, str) else value
+        if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+            raise ParamsError(
+                f"{key}: expected {what} name, or a mapping with a name, got {value!r}"
+            )
+        name = values["name"]
+        if name not in registry:
+            raise ParamsError(
+                f"{key}.name: unknown {what} {name!r}; choose one of {', '.join(registry)}"
+            )
+        rest = {k: v for k, v in values.items() if k != "name"}
+        return build(registry[name], rest, key, allowed_extra=("name",))
+
+    return parse
+
+
+Activation = Annotated[object, piece(ACTIVATIONS, "activation")]
+Norm = Annotated[object, piece(NORMS, "norm")]
+Optimizer = Annotated[object, piece(OPTIMIZERS, "optimizer")]
+InitSpec = Annotated[Init, parse_init]
+LECTURE_OPTIMIZER = Sgd(lr=0.1, decay_step=100_000, decayed_lr=0.01)
+
+
 @dataclass(frozen=True)
 class Variant:
-    """An init recipe: how each drawn tensor is scaled, and whether BatchNorm replaces b1."""
+    """An MLP recipe: how each tensor starts, the activation, the norm after the first Linear,
+    and the optimizer (None: train.optimizer). A tensor missing from init is randn × 1."""
 
-    w1_scale: float = 1.0
-    w1_fan_in: bool = False  # also divide W1 by sqrt(fan_in), as Kaiming init does
-    b1_scale: float = 1.0
-    w2_scale: float = 1.0
-    b2_scale: float = 1.0
-    batchnorm: bool = False  # normalise the pre-activation; b1 is then neither drawn nor used
+    init: dict[str, InitSpec] = field(default_factory=dict)
+    activation: Activation = Tanh()
+    norm: Norm = NoNorm()
+    optimizer: Optimizer | None = None
+
+    def validate(self, key):
+        for name in self.init:
+            if name not in TENSORS:
+                raise ParamsError(
+                    f"{key}.init.{name}: unknown tensor; the tensors are {', '.join(TENSORS)}"
+                )
+        if "b1" in self.init and not self.norm.has_bias_before:
+            raise ParamsError(
+                f"{key}.init.b1: a {self.norm.name} variant has no b1 (the norm's bias "
+                "replaces it); remove it"
+            )
+        for name, spec in self.init.items():
+            if spec.scheme == "kaiming" and spec.value is None and self.gain_of(name) is None:
+                raise ParamsError(
+                    f"{key}.init.{name}: {self.activation.name} has no standard kaiming gain; "
+                    "give one, e.g. {kaiming: {gain: 1.4142}}"
+                )
+
+    @property
+    def tensors(self):
+        """The tensors this variant draws, in the generator's order."""
+        return tuple(t for t in TENSORS if t != "b1" or self.norm.has_bias_before)
+
+    def init_of(self, name):
+        return self.init.get(name, Init("randn", 1.0))
+
+    def gain_of(self, name):
+        """The activation's gain for the first layer (W1, b1); 1 for the linear C, W2 and b2."""
+        return self.activation.gain if name in ("W1", "b1") else 1.0
 
 
 @dataclass(frozen=True)
@@ -71,39 +183,28 @@ class TrainConfig:
     n_hidden: int = 200
     steps: int = 200_000
     batch_size: int = 32
-    lr: float = 0.1
-    lr_decay_step: int = 100_000
-    lr_decayed: float = 0.01
-    bn_momentum: float = 0.001
+    optimizer: Optimizer = LECTURE_OPTIMIZER  # a variant's own optimizer replaces it
     curve_every: int = 1000
     max_loss: float = 100.0  # a minibatch loss above this (or NaN/inf) stops training
-    ratio_every: int = 100  # record the weights' grad:data ratios every this many steps
+    ratio_every: int = 100  # record update:data ratios and gradient norms every this many steps
+    units_every: int = 10_000  # count dead and distinct hidden units every this many steps
     samples: int = 20  # names sampled from the trained model (lecture seed)
     sample_seed: int = 2147483657
     seeds: tuple[int, ...] = (2147483647,)
 
     def validate(self, key):
         positive = ("n_embd", "n_hidden", "steps", "batch_size", "curve_every", "ratio_every")
-        _require_positive(self, key, positive + ("samples", "lr", "lr_decayed", "max_loss"))
+        _require_positive(self, key, positive + ("units_every", "samples", "max_loss"))
         if self.batch_size < 2:
             raise ParamsError(
                 f"{key}.batch_size: must be an integer >= 2 (BatchNorm needs a batch std), "
                 f"got {self.batch_size}"
             )
-        if self.lr_decay_step < 0:
-            raise ParamsError(
-                f"{key}.lr_decay_step: must be an integer >= 0, got {self.lr_decay_step}"
-            )
-        if not 0 < self.bn_momentum <= 1:
-            raise ParamsError(f"{key}.bn_momentum: must be in (0, 1], got {self.bn_momentum}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ParamsError(
                 f"{key}.seeds: must be a non-empty list of distinct integers >= 0, "
                 f"got {list(self.seeds)}"
             )
-
-    def lr_at(self, step):
-        return self.lr if step < self.lr_decay_step else self.lr_decayed
 
 
 @dataclass(frozen=True)
@@ -112,13 +213,26 @@ class CalibrateConfig:
 
 
 @dataclass(frozen=True)
-class DeepConfig:
-    """One deep-network recipe: which layers follow each Linear, and how the weights are scaled."""
+class FoldConfig:
+    """Fold the calibrated BatchNorm into the Linear before it (the lecture's exercise E02)."""
 
-    tanh: bool = True  # a Tanh after each hidden Linear (false: a purely linear stack)
+    tolerance: float = 1e-5  # the largest |logit difference| allowed on the val split
+    repeats: int = 20  # timed inference passes over the val split, each model
+
+    def validate(self, key):
+        _require_positive(self, key, ("tolerance", "repeats"))
+
+
+@dataclass(frozen=True)
+class DeepConfig:
+    """One deep-network recipe: the activation after each hidden Linear, BatchNorm or not, how
+    the weights are scaled, and the optimizer (None: deep_train.optimizer)."""
+
+    activation: Activation = Tanh()
     batchnorm: bool = False  # a BatchNorm1d after every Linear, the output one included
     gain: float = 5 / 3  # multiplies every hidden Linear's randn / sqrt(fan_in) weight
     last_scale: float = 0.1  # the output BatchNorm's gamma, or without BatchNorm its weight
+    optimizer: Optimizer | None = None
 
     def validate(self, key):
         _require_positive(self, key, ("gain", "last_scale"))
@@ -131,17 +245,32 @@ class DeepTrainConfig:
     n_embd: int = 10
     n_hidden: int = 100
     n_layers: int = 5
-    steps: int = 1000
+    steps: int = 1001  # the notebook breaks after the update of step i = 1000
     batch_size: int = 32
-    lr: float = 0.1
+    optimizer: Optimizer = Sgd(lr=0.1)
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    jacobian_examples: int = 64  # the fixed batch whose input-output Jacobians are measured
     seed: int = 2147483647
 
     def validate(self, key):
-        _require_positive(self, key, ("n_embd", "n_hidden", "n_layers", "steps", "lr"))
+        positive = ("n_embd", "n_hidden", "n_layers", "steps", "bn_eps", "jacobian_examples")
+        _require_positive(self, key, positive)
         if self.batch_size < 2:
             raise ParamsError(f"{key}.batch_size: must be an integer >= 2, got {self.batch_size}")
+        if not 0 < self.bn_momentum <= 1:
+            raise ParamsError(f"{key}.bn_momentum: must be in (0, 1], got {self.bn_momentum}")
         if self.seed < 0:
             raise ParamsError(f"{key}.seed: must be an integer >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How the report groups the variants: the lecture's rows, and what each other one is
+    compared with."""
+
+    lecture: tuple[str, ...] = ()
+    compare: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,36 +280,58 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: dict[str, Variant] = field(default_factory=dict)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    fold: FoldConfig = field(default_factory=FoldConfig)
     deep: dict[str, DeepConfig] = field(default_factory=dict)
     deep_train: DeepTrainConfig = field(default_factory=DeepTrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self, key):
         if not self.variants:
             raise ParamsError("variants: must define at least one variant")
-        for name in self.variants:
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-                raise ParamsError(
-                    f"variants.{name}: a variant name may hold only letters, digits, _ and -"
-                )
+        for section in ("variants", "deep"):
+            for name in getattr(self, section):
+                if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                    raise ParamsError(
+                        f"{section}.{name}: a name may hold only letters, digits, _ and -"
+                    )
         if self.calibrate.variant not in self.variants:
             raise ParamsError(
                 f"calibrate.variant: {self.calibrate.variant!r} is not a variant; "
                 f"choose one of {sorted(self.variants)}"
             )
-        if not self.variants[self.calibrate.variant].batchnorm:
+        if not isinstance(self.variants[self.calibrate.variant].norm, BatchNorm):
             raise ParamsError(
                 f"calibrate.variant: {self.calibrate.variant!r} has no BatchNorm; choose one of "
-                f"{sorted(name for name, v in self.variants.items() if v.batchnorm)}"
+                f"{sorted(n for n, v in self.variants.items() if isinstance(v.norm, BatchNorm))}"
             )
+        for i, name in enumerate(self.report.lecture):
+            if name not in self.variants:
+                raise ParamsError(f"report.lecture[{i}]: {name!r} is not a variant")
+        for name, other in self.report.compare.items():
+            for value in (name, other):
+                if value not in self.variants:
+                    raise ParamsError(f"report.compare.{name}: {value!r} is not a variant")
 
-
-def _type_name(tp):
-    return getattr(tp, "__name__", str(tp))
+    def resolved(self):
+        """These params with every variant's and deep config's optimizer filled in."""
+        return dataclasses.replace(
+            self,
+            variants={
+                n: dataclasses.replace(v, optimizer=v.optimizer or self.train.optimizer)
+                for n, v in self.variants.items()
+            },
+            deep={
+                n: dataclasses.replace(d, optimizer=d.optimizer or self.deep_train.optimizer)
+                for n, d in self.deep.items()
+            },
+        )
 
 
 def _convert(value, tp, key):
     """Check `value` against the annotation `tp`; return it in that type."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return tp.__metadata__[0](value, key)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if origin is dict:
@@ -198,10 +349,10 @@ def _convert(value, tp, key):
             raise ParamsError(f"{key}: expected a list of {len(args)} items, got {value!r}")
         return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is type(None) and value is None:
-                return None
-        return _convert(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"{key}: expected true or false, got {value!r}")
@@ -221,29 +372,34 @@ def _convert(value, tp, key):
     raise TypeError(f"unsupported annotation {tp}")
 
 
-def build(cls, values, key=""):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+def build(cls, values, key="", allowed_extra=()):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys, wrong types and values a
+    class's validate() or __post_init__ refuses."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ParamsError(f"{key or 'params'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     for name in values:
         if name not in names:
             where = f"{key}.{name}" if key else str(name)
-            raise ParamsError(f"{where}: unknown key; allowed keys are {', '.join(names)}")
+            allowed = ", ".join([*allowed_extra, *names]) or "none"
+            raise ParamsError(f"{where}: unknown key; allowed keys are {allowed}")
     kwargs = {
         name: _convert(values[name], hints[name], f"{key}.{name}" if key else name)
         for name in names
         if name in values
     }
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ValueError as e:  # a piece's __post_init__: "field: must be ..."
+        raise ParamsError(f"{key}.{e}") from None
     if hasattr(obj, "validate"):
         obj.validate(key)
     return obj
 
 
 def load_params(values):
-    """Validate the whole params.yaml mapping; return Params."""
-    return build(Params, values)
+    """Validate the whole params.yaml mapping; return Params, optimizers resolved."""
+    return build(Params, values).resolved()

@@ -1,9 +1,10 @@
-"""The lecture's deep network and the instruments read off it after a short run.
+"""The lecture's deep network, trained as the notebook does, and the instruments read off it.
 
-The net is the lecture's: an embedding C, then n_layers blocks Linear -> [BatchNorm1d] -> [Tanh],
-then an output Linear -> [BatchNorm1d]. It trains with autograd; each layer keeps its last output
-(`.out`, with its gradient retained) so that activations and gradients can be read after the last
-step, as the lecture does.
+The net is the notebook's: an embedding C, then n_layers blocks Linear -> [BatchNorm1d] ->
+activation, then an output Linear -> [BatchNorm1d]. It trains with autograd and the optimizer
+pieces of optim.py; each layer keeps its last output (`.out`, gradient retained) so that
+activations and gradients can be read after the last step, and BatchNorm keeps running
+statistics for evaluation, as the notebook's classes do.
 """
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from .train import Diverged
 
-SATURATED = 0.97  # a tanh output with |t| above this counts as saturated
+SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as saturated
 BINS = 100  # histogram bins, torch.histogram's default as in the lecture
 
 
@@ -33,25 +34,40 @@ class Linear:
 
 
 class BatchNorm1d:
-    """Training-mode BatchNorm: each batch is normalised with its own mean and variance."""
+    """The notebook's: batch mean and unbiased variance while training, running ones (updated
+    with `momentum`) when not."""
 
-    def __init__(self, dim, eps=1e-5):
-        self.eps = eps
-        self.gamma = torch.ones(dim)
-        self.beta = torch.zeros(dim)
+    def __init__(self, dim, momentum, eps):
+        self.momentum, self.eps, self.training = momentum, eps, True
+        self.gamma, self.beta = torch.ones(dim), torch.zeros(dim)
+        self.running_mean, self.running_var = torch.zeros(dim), torch.ones(dim)
+
+    def statistics(self, x):
+        if not self.training:
+            return self.running_mean, self.running_var
+        return x.mean(0, keepdim=True), x.var(0, keepdim=True)
 
     def __call__(self, x):
-        xhat = (x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, keepdim=True) + self.eps)
-        self.out = self.gamma * xhat + self.beta
+        mean, var = self.statistics(x)
+        self.out = self.gamma * (x - mean) / torch.sqrt(var + self.eps) + self.beta
+        if self.training:
+            with torch.no_grad():
+                self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
+                self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var
         return self.out
 
     def parameters(self):
         return [self.gamma, self.beta]
 
 
-class Tanh:
+class Activation:
+    """A layer applying an activation piece (pieces.py); autograd differentiates its forward."""
+
+    def __init__(self, piece):
+        self.piece = piece
+
     def __call__(self, x):
-        self.out = torch.tanh(x)
+        self.out = self.piece.forward(x)
         return self.out
 
     def parameters(self):
@@ -61,7 +77,7 @@ class Tanh:
 @dataclass
 class DeepNet:
     C: torch.Tensor
-    blocks: list  # n_layers hidden blocks [Linear, BatchNorm1d?, Tanh?], then the output block
+    blocks: list  # n_layers hidden blocks [Linear, BatchNorm1d?, Activation], then the output
 
     @property
     def layers(self):
@@ -74,6 +90,10 @@ class DeepNet:
         """The 2-D parameters by name: C, then W1 ... W{n_layers + 1} (the output Linear)."""
         return {"C": self.C} | {f"W{i}": b[0].weight for i, b in enumerate(self.blocks, start=1)}
 
+    def train(self, mode):
+        for layer in self.layers:
+            layer.training = mode
+
     def __call__(self, X):
         x = self.C[X].view(X.shape[0], -1)
         for layer in self.layers:
@@ -82,28 +102,26 @@ class DeepNet:
 
 
 def build_net(cfg, train, block_size, vocab_size, generator):
-    """The lecture's init: C, then each Linear's weight drawn in order from one generator."""
+    """The notebook's init: C, then each Linear's weight drawn in order from one generator."""
     C = torch.randn((vocab_size, train.n_embd), generator=generator)
     sizes = [train.n_embd * block_size] + [train.n_hidden] * train.n_layers + [vocab_size]
     blocks = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         block = [Linear(fan_in, fan_out, generator, bias=not cfg.batchnorm)]
         if cfg.batchnorm:
-            block.append(BatchNorm1d(fan_out))
-        if cfg.tanh and i < train.n_layers:
-            block.append(Tanh())
+            block.append(BatchNorm1d(fan_out, train.bn_momentum, train.bn_eps))
+        if i < train.n_layers:
+            block.append(Activation(cfg.activation))
         blocks.append(block)
     net = DeepNet(C, blocks)
-    layers = net.layers
     with torch.no_grad():
-        # last layer: make it less confident; all other Linear layers: apply the gain
+        # last layer: make it less confident; every other Linear: apply the gain
         if cfg.batchnorm:
-            layers[-1].gamma *= cfg.last_scale
+            blocks[-1][-1].gamma *= cfg.last_scale
         else:
-            layers[-1].weight *= cfg.last_scale
-        for layer in layers[:-1]:
-            if isinstance(layer, Linear):
-                layer.weight *= cfg.gain
+            blocks[-1][0].weight *= cfg.last_scale
+        for block in blocks[:-1]:
+            block[0].weight *= cfg.gain
     return net
 
 
@@ -115,35 +133,34 @@ def histogram(t):
 
 @dataclass
 class ReadOut:
-    """The instruments at one step, read after its backward pass and before its update."""
+    """The instruments at one step, read after its backward pass."""
 
-    layers: dict  # "tanh1" -> label and numbers of one hidden layer's output and its gradient
+    layers: dict  # "tanh2" -> label and numbers of one hidden layer's output and its gradient
     weights: dict  # "W1" -> label and numbers of one 2-D parameter's gradient
     histograms: dict  # "activations" / "gradients" / "weight_grads" -> {label: (x, density)}
 
 
 def read_out(net):
-    """Each hidden layer's output (after Tanh, else after its last layer) and each weight's grad."""
+    """Each hidden layer's output (after its activation) and each weight's gradient, with the
+    notebook's names: the layer's index in the flat list of layers, and its kind."""
     layers, weights = {}, {}
     histograms = {"activations": {}, "gradients": {}, "weight_grads": {}}
     index = -1
     for block in net.blocks[:-1]:
         index += len(block)
         out, w = block[-1], block[0].weight
-        pre = block[-2] if isinstance(out, Tanh) else out
-        t = out.out
-        # the lecture's names: the layer's index in the flat list of layers, and its class
-        kind = type(out).__name__
+        t, pre = out.out, block[-2].out
+        kind = out.piece.name
         label = f"layer {index} ({kind})"
-        layers[f"{kind.lower()}{index}"] = {
+        layers[f"{kind}{index}"] = {
             "label": label,
             "act_mean": t.mean().item(),
             "act_std": t.std().item(),
             "saturated_pct": (t.abs() > SATURATED).float().mean().item() * 100
-            if isinstance(out, Tanh)
+            if kind == "tanh"
             else None,
-            "preact_mean": pre.out.mean().item(),
-            "preact_std": pre.out.std().item(),
+            "preact_mean": pre.mean().item(),
+            "preact_std": pre.std().item(),
             "grad_mean": t.grad.mean().item(),
             "grad_std": t.grad.std().item(),
             "weight_grad_data": (w.grad.std() / w.std()).item(),
@@ -162,28 +179,100 @@ def read_out(net):
     return ReadOut(layers, weights, histograms)
 
 
+# --- conditioning: singular values of the hidden stack's Jacobian and of each weight ------------
+
+
+@torch.no_grad()
+def stack_jacobians(net, X):
+    """d(last hidden output) / d(input embedding) of each example of X: (N, inputs, units).
+
+    Built layer by layer, J <- J W, J <- J · gamma / sqrt(var + eps), J <- J · act'(x);
+    BatchNorm's statistics are those of the batch X, held fixed, so each example has its own
+    Jacobian, of the map that training differentiates.
+    """
+    x = net.C[X].view(len(X), -1)
+    J = torch.eye(x.shape[1]).expand(len(X), -1, -1)
+    for block in net.blocks[:-1]:
+        for layer in block:
+            if isinstance(layer, Linear):
+                J, x = J @ layer.weight, layer(x)
+            elif isinstance(layer, BatchNorm1d):
+                mean, var = x.mean(0, keepdim=True), x.var(0, keepdim=True)
+                scale = layer.gamma / torch.sqrt(var + layer.eps)
+                J, x = J * scale[:, None], (x - mean) * scale + layer.beta
+            else:
+                h = layer.piece.forward(x)
+                J, x = J * layer.piece.backward(torch.ones_like(x), x, h)[:, None], h
+    return J
+
+
+def spread(values):
+    """Largest, smallest, their ratio, and the mean of the squares of singular values."""
+    largest, smallest = values.max().item(), values.min().item()
+    return {
+        "largest": largest,
+        "smallest": smallest,
+        "ratio": largest / smallest if smallest > 0 else float("inf"),
+        "mean_square": (values**2).mean().item(),
+    }
+
+
+def spectra(net, X):
+    """The singular values of every example's stack Jacobian and of every Linear's weight:
+    their spreads, and the values themselves (for the figure)."""
+    jacobian = torch.linalg.svdvals(stack_jacobians(net, X))
+    weights = {name: torch.linalg.svdvals(w.detach()) for name, w in net.weights().items()}
+    del weights["C"]
+    return {
+        "jacobian": spread(jacobian),
+        "weights": {name: spread(s) for name, s in weights.items()},
+        "values": {"jacobian": jacobian.flatten().tolist()}
+        | {name: s.tolist() for name, s in weights.items()},
+    }
+
+
 @dataclass
 class DeepResult:
     init: ReadOut  # at the first step: the freshly initialised net
-    final: ReadOut | None  # at the last step; None if training diverged
-    update_ratios: dict  # "W1" -> log10(std(lr * grad) / std(weight)) per step
+    final: ReadOut | None  # at the last step, after its update; None if training diverged
+    update_ratios: dict  # "W1" -> log10(std(θ after - θ before) / std(θ after)) per step
     losses: list  # minibatch loss per step, up to the first non-finite one
-    train_loss: float | None  # over the whole training split after training; None if diverged
+    split_losses: dict | None  # {train, val} in evaluation mode after training; None if diverged
     diverged_at: int | None  # the step (from 1) whose minibatch loss was not finite
+    spectra: dict  # {"init": spectra(...), "final": spectra(...) or None}
 
 
-def run_deep(cfg, train, X, Y, vocab_size):
-    """Train the deep net `train.steps` steps on (X, Y), reading its instruments on the way.
+@torch.no_grad()
+def split_loss(net, X, Y):
+    """The loss over a whole split, keeping one layer's output at a time (not every `.out`)."""
+    x = net.C[X].view(X.shape[0], -1)
+    for layer in net.layers:
+        x = layer(x)
+        layer.out = None
+    return F.cross_entropy(x, Y).item()
+
+
+def run_deep(cfg, train, splits, vocab_size):
+    """Train the deep net `train.steps` steps on splits["train"], reading its instruments on the
+    way, then evaluate train and val with BatchNorm's running statistics, as the notebook does.
 
     A non-finite minibatch loss stops training: the result then says at which step (or, at the
     first step, Diverged is raised).
     """
+    X, Y = splits["train"]
     g = torch.Generator().manual_seed(train.seed)
     net = build_net(cfg, train, X.shape[1], vocab_size, g)
+    probe_generator = torch.Generator().manual_seed(train.seed)
+    probe = X[torch.randint(0, len(X), (train.jacobian_examples,), generator=probe_generator)]
+    spectra_at = {"init": spectra(net, probe), "final": None}
     parameters = net.parameters()
     for p in parameters:
         p.requires_grad = True
     weights = net.weights()
+    optimizer = cfg.optimizer
+    # the optimizer pieces take (seeds, rows, cols): one seed, biases and gains as one row
+    stacked = [p.data.view(1, -1, p.shape[-1]) for p in parameters]
+    state = optimizer.init_state(stacked)
     init = final = diverged_at = None
     losses, ratios = [], []
     for step in range(1, train.steps + 1):
@@ -201,22 +290,19 @@ def run_deep(cfg, train, X, Y, vocab_size):
         loss.backward()
         if step == 1:
             init = read_out(net)
-        if step == train.steps:
-            final = read_out(net)
+        before = {name: w.detach().clone() for name, w in weights.items()}
         with torch.no_grad():
-            for p in parameters:
-                p -= train.lr * p.grad
+            grads = [p.grad.view(1, -1, p.shape[-1]) for p in parameters]
+            optimizer.update(stacked, grads, optimizer.lr_at(step - 1), state)
             ratios.append(
-                torch.stack([(train.lr * w.grad).std() / w.std() for w in weights.values()])
+                torch.stack([(w - before[n]).std() / w.std() for n, w in weights.items()])
             )
         losses.append(loss.item())
     update_ratios = dict(zip(weights, torch.stack(ratios).log10().T.tolist()))
-    train_loss = None
-    if final is not None:
-        with torch.no_grad():  # BatchNorm normalises with the whole split's statistics here
-            x = net.C[X].view(X.shape[0], -1)
-            for layer in net.layers:
-                x = layer(x)
-                layer.out = None  # keep one layer's output of the whole split, not all of them
-            train_loss = F.cross_entropy(x, Y).item()
-    return DeepResult(init, final, update_ratios, losses, train_loss, diverged_at)
+    split_losses = None
+    if diverged_at is None:
+        final = read_out(net)  # the last step's outputs and gradients, its updated weights
+        spectra_at["final"] = spectra(net, probe)
+        net.train(False)
+        split_losses = {name: split_loss(net, *splits[name]) for name in ("train", "val")}
+    return DeepResult(init, final, update_ratios, losses, split_losses, diverged_at, spectra_at)

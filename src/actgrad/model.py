@@ -1,125 +1,97 @@
-"""The MLP of the lecture, with weights stacked along a leading seed dimension.
+"""The MLP of the lecture, with weights stacked along a leading seed dimension, and its
+evaluation: embedding C -> concat -> Linear W1 (+ b1) -> norm -> activation -> Linear W2 + b2.
 
-Every tensor in a `Weights` has shape (S, ...): one slice per seed. Biases and BatchNorm
-vectors are kept as (S, 1, n) so they broadcast over a batch.
+Every tensor in a `Weights` has shape (S, ...): one slice per seed. Vectors (biases, a norm's
+gain and bias, its running statistics) are kept as (S, 1, n) so they broadcast over a batch.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bn_gain", "bn_bias")
+from .init import draw
+
+PARAM_ORDER = ("C", "W1", "b1", "norm_gain", "norm_bias", "W2", "b2")
 
 
 @dataclass
 class Weights:
     seeds: tuple[int, ...]
-    params: dict[str, torch.Tensor]  # trained tensors, in PARAM_NAMES order
-    bn_mean: torch.Tensor | None = None  # (S, 1, H) running statistics, BatchNorm only
-    bn_std: torch.Tensor | None = None
-
-    @property
-    def batchnorm(self):
-        return "bn_gain" in self.params
+    params: dict[str, torch.Tensor]  # trained tensors, in PARAM_ORDER
+    running: dict[str, torch.Tensor] = field(default_factory=dict)  # a norm's {mean, std}
 
     def seed_slice(self, s):
-        """The weights of seed index s, as 2-D tensors the lecture's code would hold."""
-        one = {name: t[s] for name, t in self.params.items()}
-        if self.batchnorm:
-            one["bn_mean"], one["bn_std"] = self.bn_mean[s], self.bn_std[s]
-        return one
+        """The weights of seed index s, as the 2-D tensors the lecture's code would hold."""
+        return {name: t[s] for name, t in {**self.params, **self.running}.items()}
 
     def state_dict(self):
         """Plain tensors only, so torch.load(..., weights_only=True) reads it back."""
-        state = {n: t.clone(memory_format=torch.contiguous_format) for n, t in self.params.items()}
+        state = {name: t.contiguous().clone() for name, t in self.params.items()}
+        state.update({f"running_{name}": t.clone() for name, t in self.running.items()})
         state["seeds"] = torch.tensor(self.seeds, dtype=torch.long)
-        if self.batchnorm:
-            state["bn_mean"], state["bn_std"] = self.bn_mean.clone(), self.bn_std.clone()
         return state
 
     @classmethod
     def from_state_dict(cls, state):
-        params = {name: state[name] for name in PARAM_NAMES if name in state}
-        return cls(
-            tuple(state["seeds"].tolist()), params, state.get("bn_mean"), state.get("bn_std")
-        )
-
-
-def init_one(seed, variant, vocab_size, block_size, n_embd, n_hidden):
-    """Draw one seed's weights in the lecture's order: C, W1, b1, W2, b2.
-
-    Returns the weights and the generator, which goes on to draw the minibatches.
-    """
-    fan_in = n_embd * block_size
-    g = torch.Generator().manual_seed(seed)
-    w = {"C": torch.randn((vocab_size, n_embd), generator=g)}
-    w["W1"] = torch.randn((fan_in, n_hidden), generator=g) * variant.w1_scale
-    if variant.w1_fan_in:
-        w["W1"] = w["W1"] / fan_in**0.5
-    if not variant.batchnorm:
-        w["b1"] = torch.randn(n_hidden, generator=g) * variant.b1_scale
-    w["W2"] = torch.randn((n_hidden, vocab_size), generator=g) * variant.w2_scale
-    w["b2"] = torch.randn(vocab_size, generator=g) * variant.b2_scale
-    if variant.batchnorm:
-        w["bn_gain"] = torch.ones(n_hidden)
-        w["bn_bias"] = torch.zeros(n_hidden)
-    return w, g
+        params = {name: state[name] for name in PARAM_ORDER if name in state}
+        running = {k.removeprefix("running_"): v for k, v in state.items() if "running_" in k}
+        return cls(tuple(state["seeds"].tolist()), params, running)
 
 
 def init_weights(seeds, variant, vocab_size, block_size, n_embd, n_hidden):
     """Stacked weights for all seeds, and one generator per seed (positioned after the init)."""
-    drawn = [init_one(s, variant, vocab_size, block_size, n_embd, n_hidden) for s in seeds]
-    params = {
-        name: torch.stack([w[name] if w[name].dim() == 2 else w[name][None] for w, _ in drawn])
-        for name in PARAM_NAMES
-        if name in drawn[0][0]
-    }
-    weights = Weights(tuple(seeds), params)
-    if variant.batchnorm:
-        weights.bn_mean = torch.zeros(len(seeds), 1, n_hidden)
-        weights.bn_std = torch.ones(len(seeds), 1, n_hidden)
-    return weights, [g for _, g in drawn]
+    drawn = [draw(s, variant, vocab_size, block_size, n_embd, n_hidden) for s in seeds]
+    names = [n for n in PARAM_ORDER if n in drawn[0][0]]
+    params = {n: torch.stack([w[n].view(-1, w[n].shape[-1]) for w, _ in drawn]) for n in names}
+    running = {}
+    if hasattr(variant.norm, "statistics"):  # BatchNorm: running mean 0 and std 1 to start
+        running = {"mean": torch.zeros(len(seeds), 1, n_hidden)}
+        running["std"] = torch.ones(len(seeds), 1, n_hidden)
+    return Weights(tuple(seeds), params, running), [g for _, g in drawn]
 
 
 def preactivation(w, X):
-    """One seed's hidden pre-activation (before BatchNorm) for contexts X of shape (N, T)."""
+    """One seed's first-layer output, before any norm, for contexts X of shape (N, T)."""
     emb = w["C"][X].view(X.shape[0], -1)
     return torch.addmm(w["b1"], emb, w["W1"]) if "b1" in w else emb @ w["W1"]
 
 
-def tanh_input(w, X, stats=None):
-    """One seed's input to tanh: the pre-activation, batch-normalised if the model has BatchNorm.
-
-    BatchNorm uses `stats` = (mean, std) if given, else the running statistics in `w`.
-    """
-    hpre = preactivation(w, X)
-    if "bn_gain" in w:
-        mean, std = stats if stats is not None else (w["bn_mean"], w["bn_std"])
-        scale = w["bn_gain"] / std  # gain * (hpre - mean) / std + bias, in one pass
-        hpre = torch.addcmul(w["bn_bias"] - mean * scale, hpre, scale)
-    return hpre
+def hidden(w, X, variant, stats=None):
+    """One seed's activation input z and output h. A BatchNorm normalises with `stats`
+    ({mean, std}) if given, else with its running statistics in w."""
+    a = preactivation(w, X)
+    gain, bias = w.get("norm_gain"), w.get("norm_bias")
+    z = variant.norm.evaluate(a, gain, bias, stats or w)
+    return z, variant.activation.forward(z)
 
 
-def hidden(w, X, stats=None):
-    """One seed's hidden activation h = tanh(...), as 2 sigmoid(2a) - 1 (3x faster here)."""
-    return torch.sigmoid_(tanh_input(w, X, stats).mul_(2)).mul_(2).sub_(1)
+def logits(w, X, variant, stats=None):
+    return torch.addmm(w["b2"], hidden(w, X, variant, stats)[1], w["W2"])
 
 
 @torch.no_grad()
-def split_loss(w, X, Y, stats=None):
+def split_loss(w, variant, X, Y, stats=None):
     """One seed's mean cross-entropy over a whole split."""
-    h = hidden(w, X, stats)
-    return F.cross_entropy(h @ w["W2"] + w["b2"], Y).item()
+    return F.cross_entropy(logits(w, X, variant, stats), Y).item()
 
 
-def seed_losses(weights, X, Y):
+def seed_losses(weights, variant, X, Y):
     """Every seed's loss over a whole split, in seed order."""
-    return [split_loss(weights.seed_slice(s), X, Y) for s in range(len(weights.seeds))]
+    return [split_loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))]
 
 
 @torch.no_grad()
-def batch_stats(w, X):
-    """BatchNorm mean and (unbiased) std of one seed's pre-activation over all of X."""
-    hpre = preactivation(w, X)
-    return hpre.mean(0, keepdim=True), hpre.std(0, keepdim=True)
+def batch_stats(w, X, variant):
+    """The BatchNorm statistics of one seed's first-layer output over all of X."""
+    return variant.norm.statistics(preactivation(w, X))
+
+
+def fold_batchnorm(w, stats):
+    """One seed's weights with BatchNorm (normalising with `stats`) folded into W1 and a new b1:
+    gain · (x W1 - mean) / std + bias = x (W1 · gain / std) + (bias - mean · gain / std)."""
+    scale = w["norm_gain"] / stats["std"]
+    folded = {name: w[name] for name in ("C", "W2", "b2")}
+    folded["W1"] = w["W1"] * scale
+    folded["b1"] = w["norm_bias"] - stats["mean"] * scale
+    return folded

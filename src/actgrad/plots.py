@@ -1,5 +1,6 @@
 """Figures, written as PNG files with matplotlib's Agg backend (no display needed)."""
 
+import math
 import zlib
 
 import matplotlib
@@ -39,8 +40,9 @@ def loss_curve_figure(curves, steps, title, path, colors=None, ylabel="log10 los
     _save(fig, path)
 
 
-def init_figure(hpre, h, saturated, title, color, path):
-    """Histograms of the tanh input and output, and the |h| > 0.99 map, at initialisation."""
+def init_figure(z, h, inactive, activation, title, color, path):
+    """Histograms of the activation's input and output, and the map of inactive units (by the
+    activation's rule; none for an activation that always passes a gradient), at init."""
     fig = plt.figure(figsize=(10, 6.5), dpi=100)
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
     ax1, ax2, ax3 = (
@@ -48,16 +50,28 @@ def init_figure(hpre, h, saturated, title, color, path):
         fig.add_subplot(grid[0, 1]),
         fig.add_subplot(grid[1, :]),
     )
-    ax1.hist(hpre.flatten().tolist(), bins=50, color=color)
-    ax1.set(title="tanh input (pre-activation)", xlabel="value", ylabel="count")
+    ax1.hist(z.flatten().tolist(), bins=50, color=color)
+    ax1.set(title=f"{activation.name} input", xlabel="value", ylabel="count")
     ax2.hist(h.flatten().tolist(), bins=50, color=color)
-    ax2.set(title="h = tanh(pre-activation)", xlabel="value", ylabel="count")
-    ax3.imshow(saturated.float().numpy(), cmap="gray", interpolation="nearest", aspect="auto")
-    ax3.set(
-        title=f"|h| > 0.99 (white), {saturated.float().mean().item():.1%} of the batch",
-        xlabel="hidden neuron",
-        ylabel="example in the batch",
-    )
+    ax2.set(title=f"h = {activation.name}(input)", xlabel="value", ylabel="count")
+    if inactive is None:
+        ax3.text(
+            0.5,
+            0.5,
+            f"{activation.name} passes a gradient everywhere: no inactive units",
+            ha="center",
+            va="center",
+            transform=ax3.transAxes,
+        )
+        ax3.set(xticks=[], yticks=[])
+    else:
+        ax3.imshow(inactive.float().numpy(), cmap="gray", interpolation="nearest", aspect="auto")
+        ax3.set(
+            title=f"inactive ({activation.inactive_rule}, white): "
+            f"{inactive.float().mean().item():.1%} of the batch",
+            xlabel="hidden unit",
+            ylabel="example in the batch",
+        )
     fig.suptitle(title)
     _save(fig, path)
 
@@ -124,5 +138,35 @@ def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
             ax.plot(x, density, color=color, label=label, linewidth=1.2)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def series_figure(panels, steps, title, path, logy=False):
+    """One panel a row: {panel title: {label: values at `steps`}}, NaN values left out."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100, squeeze=False)
+    for ax, (panel_title, curves) in zip(axes[:, 0], panels.items()):
+        for label, values in curves.items():
+            ax.plot(steps, values, label=label, linewidth=1.2)
+        if logy:
+            ax.set_yscale("symlog", linthresh=1e-12)
+        ax.set(title=panel_title, xlabel="step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def spectrum_figure(values, title, path):
+    """Histograms of log10 singular values: {panel title: {label: values}}."""
+    fig, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 4), dpi=100, squeeze=False)
+    for ax, (panel_title, curves) in zip(axes[0], values.items()):
+        for color, (label, v) in zip(PALETTE, curves.items()):
+            logs = [math.log10(x) for x in v if x > 0]
+            ax.hist(logs, bins=40, alpha=0.5, label=label, color=color)
+        ax.axvline(0, color="black", linewidth=1, linestyle="--")
+        ax.set(title=panel_title, xlabel="log10 singular value", ylabel="count")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     _save(fig, path)

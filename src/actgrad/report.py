@@ -1,4 +1,7 @@
-"""Significance across seeds, drift checks against the lecture's numbers, the report tables."""
+"""Significance across seeds, drift checks against the lecture's numbers, the report tables.
+
+Every table is a pure function of metrics dicts (as the stages write them) returning a DataFrame.
+"""
 
 import math
 import statistics
@@ -9,25 +12,36 @@ from scipy import stats
 SIGNIFICANCE = 0.05
 
 
-def welch_p(before, after):
-    """One-sided Welch's t-test p-value that `after` has a lower mean than `before`."""
+def welch_p(before, after, alternative="less"):
+    """Welch's t-test p-value that `after` has a lower mean than `before` ("less"), or a
+    different one ("two-sided")."""
     if len(before) < 2 or len(after) < 2:
         return math.nan
-    return float(stats.ttest_ind(after, before, equal_var=False, alternative="less").pvalue)
+    return float(stats.ttest_ind(after, before, equal_var=False, alternative=alternative).pvalue)
+
+
+def lookup(metrics, path):
+    """metrics["a"]["b"] for the dotted path "a.b"; None if any part is missing."""
+    for part in path.split("."):
+        if not isinstance(metrics, dict) or part not in metrics:
+            return None
+        metrics = metrics[part]
+    return metrics
 
 
 def drift(expected, metrics):
     """One row per checked number: {row, metric, expected, measured, diff, tol, ok}.
 
-    `expected` maps row -> metric -> {value, tol}; entries with tol None are not checked.
-    `metrics` maps row -> the row's metrics dict (None if its file is missing).
+    `expected` maps row -> metric (a dotted path into the row's JSON) -> {value, tol}; entries
+    with tol None are not checked. `metrics` maps row -> the row's metrics dict (None if its
+    file is missing).
     """
     rows = []
     for row, entries in expected.items():
         for metric, spec in entries.items():
             if spec.get("tol") is None:
                 continue
-            measured = (metrics.get(row) or {}).get(metric)
+            measured = lookup(metrics.get(row) or {}, metric)
             diff = None if measured is None else measured - spec["value"]
             ok = diff is not None and abs(diff) <= spec["tol"]
             rows.append(
@@ -44,14 +58,18 @@ def drift(expected, metrics):
     return rows
 
 
-def _mean_sd(values):
+def mean_sd(values):
     if len(values) < 2:
         return f"{values[0]:.4f}"
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def per_seed(metrics, key):
+    return [seed[key] for seed in metrics["seeds"].values()]
+
+
 def comparison_table(rows, expected):
-    """The report table as a DataFrame.
+    """The lecture's table: each row against the row above, and against the lecture's numbers.
 
     `rows` is a list of (name, metrics) in display order; metrics has top-level train_loss,
     val_loss, optional init_loss, and per-seed values under "seeds".
@@ -59,8 +77,7 @@ def comparison_table(rows, expected):
     checks = {(c["row"], c["metric"]): c["ok"] for c in drift(expected, dict(rows))}
     table, prev = [], None
     for name, m in rows:
-        seeds = list(m["seeds"].values())
-        val = [s["val_loss"] for s in seeds]
+        val = per_seed(m, "val_loss")
         ok = [v for (row, _), v in checks.items() if row == name]
         published = expected.get(name, {}).get("val_loss", {}).get("value")
         p = welch_p(prev[1], val) if prev else math.nan
@@ -73,8 +90,8 @@ def comparison_table(rows, expected):
                 "Δ val": f"{m['val_loss'] - prev[0]:+.4f}" if prev else "",
                 "lecture val": f"{published:.4f}" if published is not None else "",
                 "within tol": ("yes" if all(ok) else "NO") if ok else "",
-                f"train mean ± sd (n={len(seeds)})": _mean_sd([s["train_loss"] for s in seeds]),
-                f"val mean ± sd (n={len(seeds)})": _mean_sd(val),
+                f"train mean ± sd (n={len(val)})": mean_sd(per_seed(m, "train_loss")),
+                f"val mean ± sd (n={len(val)})": mean_sd(val),
                 "beats noise": ""
                 if math.isnan(p)
                 else f"{'yes' if p < SIGNIFICANCE else 'no'} (p={p:.3f})",
@@ -84,18 +101,50 @@ def comparison_table(rows, expected):
     return pd.DataFrame(table)
 
 
-def instruments_table(rows):
-    """Per variant: the loss and saturation at init, and how fast each weight moves."""
+def beyond_table(rows, metrics, compare):
+    """Each variant beyond the lecture against the one it changes: mean ± sd over the seeds,
+    the change in mean val loss, and a two-sided Welch's t-test on the per-seed val losses."""
     table = []
     for name, m in rows:
-        ud = m["log10_update_ratio_first_1000_steps"]
+        other = compare[name]
+        val, other_val = per_seed(m, "val_loss"), per_seed(metrics[other], "val_loss")
+        delta = statistics.fmean(val) - statistics.fmean(other_val)
+        p = welch_p(other_val, val, alternative="two-sided")
+        verdict = "no difference" if not p < SIGNIFICANCE else ("better" if delta < 0 else "worse")
         table.append(
             {
                 "variant": name,
+                "compared with": other,
+                f"train mean ± sd (n={len(val)})": mean_sd(per_seed(m, "train_loss")),
+                f"val mean ± sd (n={len(val)})": mean_sd(val),
+                "Δ val (means)": f"{delta:+.4f}",
+                "Welch's t-test": f"{verdict} (p={p:.3f})",
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def _count(value):
+    return "" if value is None or math.isnan(value) else f"{value:.0f}"
+
+
+def instruments_table(rows):
+    """Per variant, at the lecture seed: the loss and inactive units at init, dead and distinct
+    hidden units over training, and how fast each weight moves."""
+    table = []
+    for name, m in rows:
+        ud = m["log10_update_ratio_first_1000_steps"]
+        inactive = m["init_inactive_fraction"]
+        table.append(
+            {
+                "variant": name,
+                "inactive when": m["inactive_rule"] or "never",
                 "init loss": f"{m['init_loss']:.4f}",
-                "ideal": f"{m['init_ideal_loss']:.4f}",
-                "saturated at init": f"{m['init_saturated_fraction']:.1%}",
-                "dead neurons": m["init_dead_neurons"],
+                "inactive at init": "" if math.isnan(inactive) else f"{inactive:.1%}",
+                "dead at init (batch)": _count(m["init_dead_units"]),
+                "dead (split): most, final": f"{_count(m['dead_units_max'])}, "
+                f"{_count(m['dead_units_final'])}".strip(", "),
+                "distinct units": _count(m["distinct_units_final"]),
                 **{f"log10 update:data {k}": f"{v:.2f}" for k, v in ud.items()},
             }
         )
@@ -129,4 +178,52 @@ def deep_table(rows):
                     "weight grad:data": cell("weight_grad_data", ".2e", init, final),
                 }
             )
-    return pd.DataFrame(table).to_markdown(index=False)
+    return pd.DataFrame(table)
+
+
+def deep_outcome(metrics):
+    if metrics["diverged_at_step"]:
+        return f"diverged at step {metrics['diverged_at_step']}"
+    return f"{metrics['train_loss']:.4f} / {metrics['val_loss']:.4f}"
+
+
+def optimizer_table(rows):
+    """Deep configs side by side: optimizer, outcome, and each weight's last log10 update:data."""
+    table = []
+    for name, m in rows:
+        ratios = {k: "" if v is None else f"{v:.2f}" for k, v in m["update_ratio_log10"].items()}
+        table.append(
+            {
+                "config": name,
+                "optimizer": m["optimizer"],
+                "train / val": deep_outcome(m),
+                **{f"{k}": v for k, v in ratios.items()},
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def conditioning_table(rows):
+    """Per config, at init and after the last step: the spread of the singular values of the
+    hidden stack's per-example Jacobians, and the largest ratio among the hidden weights'."""
+    table = []
+    for name, m in rows:
+        for moment in ("init", "final"):
+            spectra = m["spectra"][moment]
+            if spectra is None:
+                table.append({"config": name, "when": moment, "Jacobian σ max": "diverged"})
+                continue
+            jac = spectra["jacobian"]
+            hidden = [w["ratio"] for k, w in spectra["weights"].items() if k != "W1"][:-1]
+            table.append(
+                {
+                    "config": name,
+                    "when": moment,
+                    "Jacobian σ max": f"{jac['largest']:.3g}",
+                    "σ min": f"{jac['smallest']:.3g}",
+                    "σ max / σ min": f"{jac['ratio']:.3g}",
+                    "mean σ²": f"{jac['mean_square']:.3g}",
+                    "hidden weights' σ max / σ min (worst)": f"{max(hidden):.3g}",
+                }
+            )
+    return pd.DataFrame(table)

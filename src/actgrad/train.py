@@ -1,11 +1,11 @@
-"""The training loop: all seeds of a variant in one batched program, backward written by hand.
+"""The training engine: every seed of a variant in one batched program, composed of pieces.
 
-The math is the lecture's (tanh MLP, optional BatchNorm with unbiased batch std and no
-epsilon, cross-entropy, plain SGD). Each seed has its own generator, which draws that seed's
-minibatch indices exactly as the lecture's loop does, so a seed's trajectory does not depend
-on which other seeds share the batch. The hot loop is TorchScript, so a step costs no Python,
-and it never syncs with the host: losses land in a preallocated tensor and are checked for
-divergence once per chunk of steps.
+A step runs embedding -> Linear -> norm -> activation -> Linear -> cross-entropy forward, then
+backward by hand: the norm, the activation and the optimizer are the variant's pieces (pieces.py,
+optim.py), the rest is the engine's own few lines. Each seed has its own generator, which draws
+that seed's minibatches exactly as the lecture's loop does, so a seed's trajectory does not
+depend on which other seeds share the batch. Losses land in a preallocated tensor and are checked
+for divergence once per chunk of steps, so the loop never waits on the host.
 """
 
 import io
@@ -19,9 +19,11 @@ import torch
 
 from .model import Weights, init_weights
 
+MATRICES = ("C", "W1", "W2")  # the weights whose update:data ratio is recorded
+
 
 class Diverged(RuntimeError):
-    """A loss became NaN or infinite."""
+    """A loss became NaN or infinite, or rose above the limit."""
 
     def __init__(self, seed, step, loss):
         super().__init__(seed, step, loss)
@@ -31,150 +33,202 @@ class Diverged(RuntimeError):
         return f"seed {self.seed} diverged at step {self.step} (loss {self.loss:.4g})"
 
 
-MATRICES = ("C", "W1", "W2")  # the weights whose grad:data ratio is recorded
-
-
 @dataclass
 class TrainResult:
     losses: torch.Tensor  # (S, steps) minibatch loss of every step, per seed
-    grad_data: torch.Tensor  # (S, steps // ratio_every, len(MATRICES)) std(grad) / std(weight)
+    update_ratio: torch.Tensor  # (S, records, len(MATRICES)) log10 std(Δθ) / std(θ after)
+    grad_norm: torch.Tensor  # (S, records, params) each tensor's gradient norm
+    dead_units: torch.Tensor  # (S, unit records) units inactive on every training context
+    distinct_units: torch.Tensor  # (S, unit records) hidden units that differ from each other
 
 
-def _flatten(params):
-    """Copy params into one flat buffer; return it and same-shaped views into it."""
-    flat = torch.cat([t.reshape(-1) for t in params.values()])
+def _flatten(tensors):
+    """Copy tensors into one flat buffer; return it and same-shaped views into it."""
+    flat = torch.cat([t.reshape(-1) for t in tensors.values()])
     views, offset = {}, 0
-    for name, t in params.items():
+    for name, t in tensors.items():
         views[name] = flat[offset : offset + t.numel()].view(t.shape)
         offset += t.numel()
     return flat, views
 
 
-@torch.jit.script
-def _steps(
-    p: dict[str, torch.Tensor],
-    g: dict[str, torch.Tensor],
-    flat: torch.Tensor,
-    gflat: torch.Tensor,
-    rows: torch.Tensor,
-    dnll: torch.Tensor,
-    targets: torch.Tensor,
-    picked: torch.Tensor,
-    lrs: list[float],
-    first_step: int,
-    ratio_every: int,
-    grad_data: torch.Tensor,
-    bn_running: list[torch.Tensor],
-    bn_momentum: float,
-):
-    """Run len(lrs) training steps of every seed at once (TorchScript: no Python per op).
+class Engine:
+    """The parameters of all seeds in one flat buffer, their gradients in another, and a step.
 
-    p and g hold the parameters and their gradients as views into `flat` and `gflat`, W2 kept
-    transposed: (S, V, H), so the output layer works on (S, V, B) logits, which this CPU's
-    batched matmuls run about 1.5x faster than (S, B, V). `rows[i]` are step i's rows of the
-    stacked embedding table, `dnll[i]` the gradient of its mean NLL w.r.t. the log-probs.
-    Writes each step's target log-probs into `picked` and, every `ratio_every` steps, the
-    grad:data ratios of C, W1 and W2 into `grad_data`. BatchNorm iff `bn_running` holds the
-    running (mean, std), updated in place.
+    `params` and `grads` are views in the layout of `Weights` (S, rows, cols). W2 and b2 are
+    stored transposed, (S, V, H) and (S, V, 1), so the output layer works on (S, V, B) logits,
+    which this CPU's batched matmuls run about 1.5x faster than (S, B, V). b1 is stored as a
+    last row of W1, which multiplies an input of ones.
     """
-    S, V, E = p["C"].shape
-    B, TE = dnll.shape[3], p["W1"].shape[1]
-    C, W1, W2, b2, table = p["C"], p["W1"], p["W2"], p["b2"].view(S, V, 1), p["C"].view(S * V, E)
-    gC, gW1, gW2, gb2 = g["C"].view(S * V, E), g["W1"], g["W2"], g["b2"].view(S, V, 1)
-    minus_one = torch.tensor(-1.0)
-    xhat, std = minus_one, minus_one  # BatchNorm's, set by each step's forward
-    for i in range(len(lrs)):
-        # forward; the tanh is 2 sigmoid(2a) - 1, the same function, 3x faster here
-        x = torch.index_select(table, 0, rows[i]).view(S, B, TE)
-        if len(bn_running) > 0:
-            hpre = torch.bmm(x, W1)
-            mean = hpre.mean(1, keepdim=True)
-            diff = hpre - mean
-            std = (diff * diff).sum(1, keepdim=True).div_(B - 1).sqrt_()
-            xhat = diff.div_(std)
-            twice = torch.addcmul(p["bn_bias"], p["bn_gain"], xhat).mul_(2)
-            bn_running[0].lerp_(mean, bn_momentum)
-            bn_running[1].lerp_(std, bn_momentum)
+
+    def __init__(self, weights, variant):
+        tensors = weights.params
+        self.bias_row = "b1" in tensors  # b1 is stored as one more row of W1
+        stored = {}
+        for name, t in tensors.items():
+            if name == "W1" and self.bias_row:
+                stored[name] = torch.cat([t, tensors["b1"]], 1)
+            elif name in ("W2", "b2"):
+                stored[name] = t.transpose(1, 2)
+            elif name != "b1":
+                stored[name] = t
+        self.flat, self.stored = _flatten(stored)
+        self.gflat, self.gstored = _flatten({n: torch.zeros_like(t) for n, t in stored.items()})
+        self.params = self._canonical(self.stored, tensors)
+        self.grads = self._canonical(self.gstored, tensors)
+        weights.params = self.params  # training updates the caller's weights in place
+        S, V, E = self.params["C"].shape
+        self.table, self.gtable = self.stored["C"].view(S * V, E), self.gstored["C"].view(S * V, E)
+        self.ones = None  # (S, B, 1), the input that b1's row of W1 multiplies
+        self.running = weights.running
+        self.activation, self.norm, self.optimizer = (
+            variant.activation,
+            variant.norm,
+            variant.optimizer,
+        )
+        if self.optimizer.layerwise:
+            self.updated, self.updating = list(self.params.values()), list(self.grads.values())
         else:
-            twice = torch.baddbmm(p["b1"], x, W1, beta=2.0, alpha=2.0)  # exactly 2a
-        h = torch.add(minus_one, torch.sigmoid_(twice), alpha=2)
-        logp = torch.log_softmax(torch.baddbmm(b2, W2, h.transpose(1, 2)), 1)
-        torch.gather(logp, 1, targets[i], out=picked[i])
+            self.updated, self.updating = [self.flat], [self.gflat]
+        self.state = self.optimizer.init_state(self.updated)
+
+    def _canonical(self, stored, tensors):
+        """Views of `stored` in the layout and order of `tensors` (Weights.params)."""
+        views = {}
+        for name in tensors:
+            if name in ("W1", "b1") and self.bias_row:
+                rows = stored["W1"].shape[1] - 1
+                views[name] = stored["W1"][:, :rows] if name == "W1" else stored["W1"][:, rows:]
+            else:
+                views[name] = stored[name].transpose(1, 2) if name in ("W2", "b2") else stored[name]
+        return views
+
+    def step(self, rows, targets, dnll, lr, picked):
+        """One step of every seed: forward, backward and update.
+
+        `rows` are the step's rows of the stacked embedding table (S·B·T), `targets` (S, 1, B),
+        `dnll` the gradient of the mean NLL w.r.t. the log-probs (S, V, B); the target
+        log-probs are written into `picked` (S, 1, B).
+        """
+        p, g, s, gs = self.params, self.grads, self.stored, self.gstored
+        S, B = len(self.table) // dnll.shape[1], dnll.shape[2]
+        # forward
+        x = self.table.index_select(0, rows).view(S, B, -1)
+        if self.bias_row:
+            if self.ones is None:
+                self.ones = dnll.new_ones(S, B, 1)
+            x = torch.cat([x, self.ones], 2)
+        a = torch.bmm(x, s["W1"])
+        gain, bias = p.get("norm_gain"), p.get("norm_bias")
+        z, cache = self.norm.forward(a, gain, bias, self.running)
+        h = self.activation.forward(z)
+        logp = torch.baddbmm(s["b2"], s["W2"], h.transpose(1, 2)).log_softmax(1)
+        torch.gather(logp, 1, targets, out=picked)
         # backward
-        dlogits = torch._log_softmax_backward_data(dnll[i], logp, 1, logp.dtype)
-        torch.bmm(dlogits, h, out=gW2)
-        torch.sum(dlogits, [2], True, out=gb2)
-        dhpre = torch.ops.aten.tanh_backward(torch.bmm(dlogits.transpose(1, 2), W2), h)
-        if len(bn_running) > 0:
-            torch.sum(dhpre * xhat, [1], True, out=g["bn_gain"])
-            torch.sum(dhpre, [1], True, out=g["bn_bias"])
-            # d/dx of gain * (x - mean) / std over the batch, std unbiased
-            dhpre = torch.addcmul(dhpre, xhat, g["bn_gain"], value=-1.0 / (B - 1))
-            dhpre.sub_(g["bn_bias"], alpha=1.0 / B).mul_(p["bn_gain"] / std)
-        else:
-            torch.sum(dhpre, [1], True, out=g["b1"])
-        torch.bmm(x.transpose(1, 2), dhpre, out=gW1)
-        demb = torch.bmm(W1, dhpre.transpose(1, 2)).transpose(1, 2)  # (S, B, T * E)
-        gC.zero_().index_add_(0, rows[i], demb.reshape(-1, E))
-        # update: every parameter of every seed in one fused call
-        flat.add_(gflat, alpha=-lrs[i])
-        step = first_step + i
-        if step % ratio_every == 0:  # after the update, as the lecture reads it
-            ratios = [gC.view(S, -1).std(1) / C.view(S, -1).std(1)]
-            ratios += [gW1.flatten(1).std(1) / W1.flatten(1).std(1)]
-            ratios += [gW2.flatten(1).std(1) / W2.flatten(1).std(1)]
-            torch.stack(ratios, 1, out=grad_data[step // ratio_every])
+        dlogits = torch.add(dnll, logp.exp_(), alpha=1 / B)  # (softmax - one-hot) / B
+        torch.bmm(dlogits, h, out=gs["W2"])
+        torch.sum(dlogits, 2, keepdim=True, out=gs["b2"])
+        dh = torch.bmm(dlogits.transpose(1, 2), s["W2"])
+        da, dgain, dbias = self.norm.backward(self.activation.backward(dh, z, h), cache, gain)
+        if dgain is not None:
+            g["norm_gain"].copy_(dgain)
+            g["norm_bias"].copy_(dbias)
+        # W1's gradient and, in its last row, b1's: one matmul treats every unit the same, to
+        # the bit (a sum over the batch would not), so units that start equal stay equal
+        torch.bmm(x.transpose(1, 2), da, out=gs["W1"])
+        demb = torch.bmm(self.params["W1"], da.transpose(1, 2)).transpose(1, 2)  # (S, B, T·E)
+        self.gtable.zero_().index_put_((rows,), demb.reshape(len(rows), -1), accumulate=True)
+        # update: every parameter of every seed, in one call for an element-wise optimizer
+        self.optimizer.update(self.updated, self.updating, lr, self.state)
 
 
-def train(weights, generators, X, Y, cfg, on_chunk=None):
-    """Train `weights` in place on examples (X, Y) following `cfg` (a TrainConfig).
+def update_ratios(before, params):
+    """(S, len(MATRICES)) log10 std(θ after − θ before) / std(θ after) of each seed's matrices."""
+    ratios = []
+    for name in MATRICES:
+        after = params[name].flatten(1)
+        ratios.append((after - before[name].flatten(1)).std(1) / after.std(1))
+    return torch.stack(ratios, 1).log10()
+
+
+@torch.no_grad()
+def unit_counts(weights, variant, contexts):
+    """(dead, distinct) hidden units of each seed: dead means inactive (the activation's rule)
+    on every one of `contexts`, NaN where the activation has no such rule; distinct counts the
+    units that compute different functions of the input: different W1 columns, biases or gains."""
+    dead, distinct = [], []
+    for s in range(len(weights.seeds)):
+        w = weights.seed_slice(s)
+        a = w["C"][contexts].view(len(contexts), -1) @ w["W1"] + w.get("b1", 0)
+        z = variant.norm.evaluate(a, w.get("norm_gain"), w.get("norm_bias"), w)
+        inactive = variant.activation.inactive(z, variant.activation.forward(z))
+        dead.append(math.nan if inactive is None else float(inactive.all(0).sum()))
+        units = torch.cat([w[n].T for n in ("W1", "b1", "norm_gain", "norm_bias") if n in w], 1)
+        same = (units[:, None] == units[None]).all(-1)  # (H, H): unit i equals unit j
+        distinct.append(float(len(units) - same.triu(1).any(0).sum()))  # minus the repeats
+    return torch.tensor(dead), torch.tensor(distinct)
+
+
+def unique_contexts(X, vocab_size):
+    """The distinct rows of X (N, T), each context read as a number in base vocab_size."""
+    place = vocab_size ** torch.arange(X.shape[1] - 1, -1, -1)
+    codes = torch.unique(X @ place)
+    return codes[:, None] // place % vocab_size
+
+
+def train(weights, generators, X, Y, cfg, variant, on_chunk=None):
+    """Train `weights` of `variant` in place on examples (X, Y) following `cfg` (TrainConfig).
 
     `generators[s]` draws seed s's minibatches. `on_chunk(step, losses)` is called after every
     `cfg.curve_every` steps with the steps done so far (for progress reporting).
     """
     S, B, steps = len(weights.seeds), cfg.batch_size, cfg.steps
     V = weights.params["C"].shape[1]
-    T = X.shape[1]
-    flat, p = _flatten({**weights.params, "W2": weights.params["W2"].transpose(1, 2)})
-    gflat, g = _flatten({name: torch.zeros_like(t) for name, t in p.items()})
-    weights.params = {**p, "W2": p["W2"].transpose(1, 2)}
-    bn_running = [weights.bn_mean, weights.bn_std] if weights.batchnorm else []
+    engine = Engine(weights, variant)
+    contexts = unique_contexts(X, V)
     seed_offset = (torch.arange(S) * V).view(1, S, 1, 1)
     losses = torch.empty(steps, S)
-    grad_data = torch.empty(math.ceil(steps / cfg.ratio_every), S, len(MATRICES))
+    records = math.ceil(steps / cfg.ratio_every)
+    update_ratio = torch.empty(records, S, len(MATRICES))
+    grad_norm = torch.empty(records, S, len(engine.grads))
+    units = []
 
     for start in range(0, steps, cfg.curve_every):
         n = min(cfg.curve_every, steps - start)
         ix = torch.stack(
             [torch.randint(0, X.shape[0], (n, B), generator=gen) for gen in generators], 1
         )
-        rows = (X[ix] + seed_offset).view(n, S * B * T)  # rows of the stacked embedding table
+        rows = (X[ix] + seed_offset).view(n, -1)  # rows of the stacked embedding table
         targets = Y[ix].unsqueeze(2)  # (n, S, 1, B)
         # gradient of the mean NLL w.r.t. log-probs: -1/B at each target, for the whole chunk
-        dnll = torch.zeros(n, S, V, B).scatter_(2, targets, -1.0 / B)
-        picked = torch.empty(n, S, 1, B)  # log-prob of each target, averaged into the loss below
-        lrs = [cfg.lr_at(start + i) for i in range(n)]
-        _steps(
-            p,
-            g,
-            flat,
-            gflat,
-            rows,
-            dnll,
-            targets,
-            picked,
-            lrs,
-            start,
-            cfg.ratio_every,
-            grad_data,
-            bn_running,
-            cfg.bn_momentum,
-        )
+        dnll = torch.zeros(n, S, V, B, dtype=engine.flat.dtype).scatter_(2, targets, -1.0 / B)
+        picked = torch.empty(n, S, 1, B, dtype=engine.flat.dtype)
+        for i in range(n):
+            step = start + i
+            if step % cfg.units_every == 0:
+                units.append(unit_counts(weights, variant, contexts))
+            record = step % cfg.ratio_every == 0
+            if record:
+                before = {name: engine.params[name].clone() for name in MATRICES}
+            engine.step(rows[i], targets[i], dnll[i], variant.optimizer.lr_at(step), picked[i])
+            if record:
+                k = step // cfg.ratio_every
+                update_ratio[k] = update_ratios(before, engine.params)
+                norms = [t.flatten(1).norm(dim=1) for t in engine.grads.values()]
+                grad_norm[k] = torch.stack(norms, 1)
         losses[start : start + n] = -picked.mean((2, 3))
         _check_diverged(losses[start : start + n], weights.seeds, start, cfg.max_loss)
         if on_chunk is not None:
             on_chunk(start + n, losses[: start + n].T)
-    return TrainResult(losses.T.contiguous(), grad_data.transpose(0, 1).contiguous())
+    units.append(unit_counts(weights, variant, contexts))
+    dead, distinct = (torch.stack(c, 1) for c in zip(*units))
+    return TrainResult(
+        losses.T.contiguous(),
+        update_ratio.transpose(0, 1).contiguous(),
+        grad_norm.transpose(0, 1).contiguous(),
+        dead,
+        distinct,
+    )
 
 
 def _check_diverged(chunk, seeds, start, max_loss):
@@ -194,13 +248,18 @@ def curve(losses, every):
     return padded.view(S, blocks, every).nanmean(-1)
 
 
+def unit_steps(cfg):
+    """The steps at which dead and distinct units are counted: every units_every, and the end."""
+    return [*range(0, cfg.steps, cfg.units_every), cfg.steps]
+
+
 def train_group(seeds, variant, cfg, X, Y, vocab_size, on_chunk=None):
     """Draw and train the weights of `seeds` in this process; returns (Weights, TrainResult)."""
     torch.set_num_threads(1)  # the matmuls are far too small to gain from more threads
     weights, generators = init_weights(
         seeds, variant, vocab_size, X.shape[1], cfg.n_embd, cfg.n_hidden
     )
-    return weights, train(weights, generators, X, Y, cfg, on_chunk)
+    return weights, train(weights, generators, X, Y, cfg, variant, on_chunk)
 
 
 def _work(conn, args):
@@ -217,14 +276,17 @@ def _work(conn, args):
     except Exception as e:
         conn.send_bytes(json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
     else:
-        state = weights.state_dict() | {"losses": result.losses, "grad_data": result.grad_data}
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save({"weights": weights.state_dict(), "result": vars(result)}, buffer)
         conn.send_bytes(buffer.getvalue())
 
 
 class _Worker:
-    """One group of seeds training in a spawned process."""
+    """One group of seeds training in a spawned process.
+
+    Not multiprocessing.Pool (a worker that dies leaves its result waiting forever) nor
+    ProcessPoolExecutor (Python 3.11 has no public way to end a worker that is running).
+    """
 
     def __init__(self, args):
         ctx = multiprocessing.get_context("spawn")
@@ -254,8 +316,7 @@ class _Worker:
         while not self.check(timeout=1.0):
             pass
         state = torch.load(io.BytesIO(self.reply), weights_only=True)
-        result = TrainResult(state.pop("losses"), state.pop("grad_data"))
-        return Weights.from_state_dict(state), result
+        return Weights.from_state_dict(state["weights"]), TrainResult(**state["result"])
 
 
 def merge(parts):
@@ -264,14 +325,10 @@ def merge(parts):
     merged = Weights(
         tuple(s for w in weights for s in w.seeds),
         {name: torch.cat([w.params[name] for w in weights]) for name in weights[0].params},
+        {name: torch.cat([w.running[name] for w in weights]) for name in weights[0].running},
     )
-    if merged.batchnorm:
-        merged.bn_mean = torch.cat([w.bn_mean for w in weights])
-        merged.bn_std = torch.cat([w.bn_std for w in weights])
-    results = [r for _, r in parts]
-    return merged, TrainResult(
-        torch.cat([r.losses for r in results]), torch.cat([r.grad_data for r in results])
-    )
+    results = [vars(r) for _, r in parts]
+    return merged, TrainResult(**{k: torch.cat([r[k] for r in results]) for k in results[0]})
 
 
 class SeedGroups:

@@ -1,0 +1,101 @@
+"""`dvc repro` on every core: independent stages run at once, in lanes.
+
+One `dvc repro` runs its stages one at a time. This runs the same DAG as three phases:
+the stages that everything else needs (download, split), then the independent branches after
+them spread over `--jobs` lanes, each a `dvc repro <its stages>` running alongside the others,
+then whatever joins the branches (the report). DVC still decides what is out of date and
+records every stage in dvc.lock; a train stage in a lane trains all its seeds in one process.
+
+    python -m pipeline.repro [--jobs 2] [--force]
+"""
+
+import os
+import re
+import subprocess
+import sys
+from graphlib import TopologicalSorter
+
+import click
+
+TRAIN_COST = 8  # a train stage takes about this many times as long as any other stage
+
+
+def read_dag():
+    """(stages, each after those it depends on; {stage: the stages it depends on}), from
+    `dvc dag --dot`."""
+    dot = subprocess.run(["dvc", "dag", "--dot"], capture_output=True, text=True, check=True)
+    needs = {stage: set() for stage in re.findall(r'^"([^"]+)";$', dot.stdout, re.M)}
+    for before, after in re.findall(r'^"([^"]+)" -> "([^"]+)";$', dot.stdout, re.M):
+        needs[after].add(before)
+    return list(TopologicalSorter(needs).static_order()), needs
+
+
+def plan(stages, needs, jobs):
+    """(shared stages, lanes of stages, joining stages).
+
+    Shared: the ancestors of more than one branch. A branch is a connected group of the other
+    stages; a stage that depends on more than one branch joins them and runs last. Branches go
+    to the lane with the least estimated work so far, the most costly first.
+    """
+    # follow the graph from each stage with no dependencies down to where the paths fork
+    shared = set()
+    frontier = [s for s in stages if not needs[s]]
+    while frontier:
+        stage = frontier.pop()
+        shared.add(stage)
+        users = [s for s in stages if stage in needs[s]]
+        frontier += [u for u in users if needs[u] <= shared and len(users) == 1]
+    branch_of = {}
+    for stage in stages:
+        if stage in shared:
+            continue
+        owners = {branch_of[n] for n in needs[stage] - shared}
+        if len(owners) > 1 or (owners and None in owners):
+            branch_of[stage] = None  # joins two branches: runs after the lanes
+        else:
+            branch_of[stage] = owners.pop() if owners else stage
+    branches = {}
+    for stage, root in branch_of.items():
+        if root is not None:
+            branches.setdefault(root, []).append(stage)
+    lanes = [[] for _ in range(jobs)]
+    work = [0] * jobs
+
+    def cost(branch):
+        return sum(TRAIN_COST if s.startswith("train@") else 1 for s in branch)
+
+    for branch in sorted(branches.values(), key=cost, reverse=True):
+        lane = work.index(min(work))
+        lanes[lane] += branch
+        work[lane] += cost(branch)
+    joins = [s for s, root in branch_of.items() if root is None]
+    return [s for s in stages if s in shared], [lane for lane in lanes if lane], joins
+
+
+def dvc_repro(stages, force, env=None):
+    """A `dvc repro` of exactly `stages` (their upstream is already built)."""
+    command = ["dvc", "repro", "--single-item", *(["--force"] if force else []), *stages]
+    return subprocess.Popen(command, env=env)
+
+
+@click.command()
+@click.option("--jobs", default=os.cpu_count(), show_default=True, help="lanes run at once")
+@click.option("--force", "-f", is_flag=True, help="rerun every stage, as `dvc repro -f`")
+def main(jobs, force):
+    stages, needs = read_dag()
+    shared, lanes, joins = plan(stages, needs, jobs)
+    if dvc_repro(shared, force).wait():
+        sys.exit("Error: a shared stage failed; see DVC's message above")
+    # one process per train stage: the lanes already keep every core busy
+    env = {**os.environ, "ACTGRAD_WORKERS": "1"}
+    running = [dvc_repro(lane, force, env) for lane in lanes]
+    failed = [lane for lane, proc in zip(lanes, running) if proc.wait()]
+    if failed:
+        names = "; ".join(", ".join(lane) for lane in failed)
+        sys.exit(f"Error: a stage failed in the lane of {names}; see DVC's message above")
+    if joins and dvc_repro(joins, force).wait():
+        sys.exit(f"Error: {', '.join(joins)} failed; see DVC's message above")
+
+
+if __name__ == "__main__":
+    main()

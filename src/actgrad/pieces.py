@@ -1,0 +1,250 @@
+"""Activations and norms: each a forward and a hand-written backward, in public torch ops.
+
+A piece is a frozen dataclass: its fields are its hyperparameters, read from params.yaml, and
+its methods are the math. Every method works on tensors of any shape, the seeds stacked in
+front, and a forward is also differentiable by autograd (the deep network trains through it).
+Pieces call Tensor methods only, so the params schema can import them without loading torch.
+tests/test_pieces.py checks every piece against torch.autograd and torch.nn.functional.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+def require(ok, field, rule, value):
+    """Raise ValueError("field: must be rule, got value") unless ok; params.yaml names the key."""
+    if not ok:
+        raise ValueError(f"{field}: must be {rule}, got {value}")
+
+
+# --- activations ------------------------------------------------------------------------------
+# forward(a) -> h; backward(dh, a, h) -> da. `gain` is torch.nn.init.calculate_gain's, or None
+# where torch defines none. `inactive(a, h)` marks the units that pass (almost) no gradient, and
+# `inactive_rule` says so in words; None for an activation that always passes one.
+
+
+@dataclass(frozen=True)
+class Tanh:
+    name: ClassVar = "tanh"
+    gain: ClassVar = 5 / 3
+    inactive_rule: ClassVar = "|h| > 0.99"
+
+    def forward(self, a):
+        return (a * 2).sigmoid_().mul(2).sub_(1)  # tanh, 3x faster than a.tanh() on this CPU
+
+    def backward(self, dh, a, h):
+        return dh.addcmul(dh * h, h, value=-1)  # dh · (1 - h²)
+
+    def inactive(self, a, h):
+        return h.abs() > 0.99
+
+
+@dataclass(frozen=True)
+class Sigmoid:
+    name: ClassVar = "sigmoid"
+    gain: ClassVar = 1.0
+    inactive_rule: ClassVar = "h < 0.01 or h > 0.99"
+
+    def forward(self, a):
+        return a.sigmoid()
+
+    def backward(self, dh, a, h):
+        return dh * h * (1 - h)
+
+    def inactive(self, a, h):
+        return (h - 0.5).abs() > 0.49
+
+
+@dataclass(frozen=True)
+class Relu:
+    name: ClassVar = "relu"
+    gain: ClassVar = math.sqrt(2)
+    inactive_rule: ClassVar = "a <= 0"
+
+    def forward(self, a):
+        return a.clamp_min(0)
+
+    def backward(self, dh, a, h):
+        return dh * (a > 0)
+
+    def inactive(self, a, h):
+        return a <= 0
+
+
+@dataclass(frozen=True)
+class LeakyRelu:
+    slope: float = 0.01
+    name: ClassVar = "leaky_relu"
+    inactive_rule: ClassVar = None
+
+    def __post_init__(self):
+        require(0 <= self.slope < 1, "slope", "in [0, 1)", self.slope)
+
+    @property
+    def gain(self):
+        return math.sqrt(2 / (1 + self.slope**2))
+
+    def forward(self, a):
+        return a.where(a > 0, a * self.slope)
+
+    def backward(self, dh, a, h):
+        return dh.where(a > 0, dh * self.slope)
+
+    def inactive(self, a, h):
+        return None
+
+
+@dataclass(frozen=True)
+class Elu:
+    alpha: float = 1.0
+    name: ClassVar = "elu"
+    gain: ClassVar = None
+    inactive_rule: ClassVar = "h < -0.99 alpha"
+
+    def __post_init__(self):
+        require(self.alpha > 0, "alpha", "a number > 0", self.alpha)
+
+    def forward(self, a):
+        return a.where(a > 0, a.expm1() * self.alpha)
+
+    def backward(self, dh, a, h):
+        return dh.where(a > 0, dh * (h + self.alpha))
+
+    def inactive(self, a, h):
+        return h < -0.99 * self.alpha
+
+
+@dataclass(frozen=True)
+class Gelu:
+    """The exact GELU, a·Φ(a)."""
+
+    name: ClassVar = "gelu"
+    gain: ClassVar = None
+    inactive_rule: ClassVar = "a < -3"
+
+    def forward(self, a):
+        return a * (1 + (a / math.sqrt(2)).erf()) / 2
+
+    def backward(self, dh, a, h):
+        cdf = (1 + (a / math.sqrt(2)).erf()) / 2
+        pdf = (a * a / -2).exp() / math.sqrt(2 * math.pi)
+        return dh * (cdf + a * pdf)
+
+    def inactive(self, a, h):
+        return a < -3
+
+
+@dataclass(frozen=True)
+class Linear:
+    name: ClassVar = "linear"
+    gain: ClassVar = 1.0
+    inactive_rule: ClassVar = None
+
+    def forward(self, a):
+        return a
+
+    def backward(self, dh, a, h):
+        return dh
+
+    def inactive(self, a, h):
+        return None
+
+
+# --- norms ------------------------------------------------------------------------------------
+# Over the hidden pre-activation a of shape (..., batch, units), with a gain and a bias of shape
+# (..., 1, units). forward(a, gain, bias, running) -> (out, cache); backward(dout, cache, gain)
+# -> (da, dgain, dbias). `running` holds statistics a norm keeps for evaluation, updated in place
+# while training; evaluate(a, gain, bias, stats) normalises with fixed statistics.
+
+
+@dataclass(frozen=True)
+class NoNorm:
+    name: ClassVar = "none"
+    has_bias_before: ClassVar = True  # b1 is added before the norm (and drawn at init)
+    params: ClassVar = ()
+
+    def forward(self, a, gain, bias, running):
+        return a, None
+
+    def backward(self, dout, cache, gain):
+        return dout, None, None
+
+    def evaluate(self, a, gain, bias, stats):
+        return a
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """The lecture's: each unit over the batch, unbiased std and no epsilon; running mean and
+    std kept as running = (1 - momentum) * running + momentum * batch."""
+
+    momentum: float = 0.001
+    name: ClassVar = "batchnorm"
+    has_bias_before: ClassVar = False  # its bias replaces b1, which is then neither drawn nor used
+    params: ClassVar = ("norm_gain", "norm_bias")
+
+    def __post_init__(self):
+        require(0 < self.momentum <= 1, "momentum", "in (0, 1]", self.momentum)
+
+    def forward(self, a, gain, bias, running):
+        mean = a.mean(-2, keepdim=True)
+        diff = a - mean
+        std = ((diff * diff).sum(-2, keepdim=True) / (a.shape[-2] - 1)).sqrt()
+        xhat = diff / std
+        running["mean"].lerp_(mean, self.momentum)
+        running["std"].lerp_(std, self.momentum)
+        return gain * xhat + bias, (xhat, std)
+
+    def backward(self, dout, cache, gain):
+        xhat, std = cache
+        n = dout.shape[-2]
+        dgain = (dout * xhat).sum(-2, keepdim=True)
+        dbias = dout.sum(-2, keepdim=True)
+        # d/da of gain * (a - mean) / std over the batch, with the unbiased std
+        da = (dout - dbias / n - xhat * dgain / (n - 1)) * (gain / std)
+        return da, dgain, dbias
+
+    def evaluate(self, a, gain, bias, stats):
+        scale = gain / stats["std"]
+        return a * scale + (bias - stats["mean"] * scale)
+
+    def statistics(self, a):
+        """{mean, std} of each unit over all rows of a: what evaluate() takes."""
+        return {"mean": a.mean(-2, keepdim=True), "std": a.std(-2, keepdim=True)}
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Each example over its units, biased variance plus eps, as torch.nn.LayerNorm."""
+
+    eps: float = 1e-5
+    name: ClassVar = "layernorm"
+    has_bias_before: ClassVar = True
+    params: ClassVar = ("norm_gain", "norm_bias")
+
+    def __post_init__(self):
+        require(self.eps > 0, "eps", "a number > 0", self.eps)
+
+    def forward(self, a, gain, bias, running):
+        mean = a.mean(-1, keepdim=True)
+        diff = a - mean
+        rstd = ((diff * diff).mean(-1, keepdim=True) + self.eps).rsqrt()
+        xhat = diff * rstd
+        return gain * xhat + bias, (xhat, rstd)
+
+    def backward(self, dout, cache, gain):
+        xhat, rstd = cache
+        dgain = (dout * xhat).sum(-2, keepdim=True)
+        dbias = dout.sum(-2, keepdim=True)
+        dxhat = dout * gain
+        centred = dxhat - dxhat.mean(-1, keepdim=True)
+        da = (centred - xhat * (dxhat * xhat).mean(-1, keepdim=True)) * rstd
+        return da, dgain, dbias
+
+    def evaluate(self, a, gain, bias, stats):
+        return self.forward(a, gain, bias, None)[0]
+
+
+ACTIVATIONS = {p.name: p for p in (Tanh, Sigmoid, Relu, LeakyRelu, Elu, Gelu, Linear)}
+NORMS = {p.name: p for p in (NoNorm, BatchNorm, LayerNorm)}
