@@ -1,10 +1,11 @@
-# make repro: the whole study from scratch; make test: the test suite. Both set up .venv first.
+# make repro: the whole study from scratch, mirrored in MLflow; make test: the test suite.
+# Every target sets up .venv first.
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: setup repro test lint ui check bench clean
+.PHONY: setup repro sync test lint ui check bench clean
 
 setup: $(VENV)/.installed
 
@@ -15,7 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	dvc repro
+	python -m pipeline.sync
 	@awk '/^\|/ {p = 1; print; next} p {exit}' reports/comparison.md
+
+# after dvc pull, dvc checkout or dvc exp apply: one current MLflow run per stage of dvc.lock
+sync: setup
+	python -m pipeline.sync
 
 test: setup
 	python -m pytest

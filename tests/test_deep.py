@@ -151,8 +151,12 @@ def test_stage_writes_metrics_figures_and_mlflow_run_then_reruns_only_the_edited
     )
     history = client.get_metric_history(run_.info.run_id, "update_ratio_log10.W1")
     assert sorted(m.step for m in history) == list(range(1, 300, 10))  # means of 10 steps
-    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id)}
-    assert {f"tanh_gain_5_3_{kind}.png" for kind in FIGURES} | {"tanh_gain_5_3.json"} <= artifacts
+    figures = client.list_artifacts(run_.info.run_id, "reports/figures/deep")
+    assert {a.path for a in figures} == {
+        f"reports/figures/deep/tanh_gain_5_3_{kind}.png" for kind in FIGURES
+    }
+    (json_file,) = client.list_artifacts(run_.info.run_id, "metrics/deep")
+    assert json_file.path == "metrics/deep/tanh_gain_5_3.json"
 
     params["deep"]["tanh_gain_5_3"]["gain"] = 3.0
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import LECTURE_SEED, ROOT, make_project, run, small_params
+from conftest import LECTURE_SEED, ROOT, copy_project, run, small_params
 from mlflow.tracking import MlflowClient
 
 from actgrad.model import Weights
@@ -31,21 +31,10 @@ COMMANDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A small-step project after one `dvc repro`; tests change copies of it, never it."""
-    path, env = make_project(tmp_path_factory.mktemp("built"))
-    run(["dvc", "repro"], path, env)
-    return path, env
-
-
 @pytest.fixture
-def copy(built, tmp_path):
-    """A copy of the built project with its own, empty MLflow store."""
-    path, env = built
-    dest = tmp_path / "project"
-    shutil.copytree(path, dest, symlinks=True)
-    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+def copy(reproduced, tmp_path):
+    """A copy of the reproduced project with its own, empty MLflow store."""
+    return copy_project(reproduced, tmp_path)
 
 
 def set_param(path, key, value):
@@ -381,7 +370,7 @@ def test_a_sqlite_store_in_a_missing_folder_is_named(copy):
 def test_stages_that_open_a_new_sqlite_store_at_once_all_succeed(tmp_path):
     """As parallel queue workers on a fresh clone do: one creates the tables, the others wait."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    code = "from pipeline.common import mlflow_client; print(mlflow_client()[1])"
+    code = "from pipeline.tracking import mlflow_client; print(mlflow_client()[1])"
     stages = [
         subprocess.Popen(
             [sys.executable, "-c", code],
@@ -402,7 +391,8 @@ def test_stages_that_open_a_new_sqlite_store_at_once_all_succeed(tmp_path):
 
 SLOW_WRITE = """
 import sys, time
-from pipeline.common import atomic_path, stage_command
+from pipeline.outputs import atomic_path
+from pipeline.stage import stage_command
 
 @stage_command
 def main():
@@ -516,14 +506,14 @@ def unsafe_loads(source):
     return bad
 
 
-def test_nothing_unpickles_and_models_load_as_plain_tensors(built):
+def test_nothing_unpickles_and_models_load_as_plain_tensors(reproduced):
     assert unsafe_loads("import pickle\ntorch.load(f)\ntorch.load(f, weights_only=True)\n") == [
         1,
         2,
     ]
     for module in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]):
         assert unsafe_loads(module.read_text()) == [], module.name
-    path, _ = built
+    path, _ = reproduced
     state = torch.load(path / "models/kaiming.pt", weights_only=True)
     assert Weights.from_state_dict(state).seeds == (LECTURE_SEED, 1)
     assert set(torch.load(path / "data/split/train.pt", weights_only=True)) == {"X", "Y"}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_project, run
+from conftest import copy_project, run
 from mlflow.tracking import MlflowClient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,24 +43,18 @@ def parent_runs(client):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """One small `dvc repro` of the whole pipeline, committed, with its own MLflow store."""
-    path, env = make_project(tmp_path_factory.mktemp("study"))
-    run(["dvc", "repro"], path, env)
-    run(["git", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], path)
-    return path, env
+def artifact_files(client, run_id, folder=None):
+    """The paths of every file a run holds, in its folders too."""
+    files = []
+    for a in client.list_artifacts(run_id, folder):
+        files += artifact_files(client, run_id, a.path) if a.is_dir else [a.path]
+    return files
 
 
-def copy_study(study, tmp_path):
-    """A copy of the reproduced project (git, DVC cache and MLflow store) to change freely."""
-    path, env = study
-    dest = tmp_path / "project"
-    shutil.copytree(path, dest, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks, state
-    store = tmp_path / "mlflow.db"
-    shutil.copy2(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), store)
-    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+@pytest.fixture
+def study(reproduced, tmp_path):
+    """A copy of the reproduced study (git, DVC cache and MLflow store) to change freely."""
+    return copy_project(reproduced, tmp_path, runs=True)
 
 
 def free_port():
@@ -157,7 +151,7 @@ def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
 
 
 def test_plots_overlay_every_variant_and_metrics_diff_follows_a_param_change(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     names = variants(path)
     curves = (path / "reports/loss_curves.csv").read_text().splitlines()
     assert curves[0] == "variant,step,log10_loss"
@@ -216,7 +210,7 @@ def stderr_on_a_terminal(cmd, cwd, env):
 
 
 def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     train = [sys.executable, "-m", "pipeline.train", "kaiming"]
 
     ci = stderr_on_a_terminal(train, path, env)
@@ -231,7 +225,7 @@ def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_pa
 
 
 def test_every_stage_logs_a_start_and_an_end_line(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     out = run(["dvc", "repro", "--force", "-s", "split", "train@kaiming", "report"], path, env)
     for stage in ["split", "train@kaiming", "report"]:
         lines = [x for x in out.stderr.splitlines() if re.match(rf"\[[\d:]{{8}}\] {stage}: ", x)]
@@ -256,7 +250,7 @@ def end_stray_workers(path):
 
 
 def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     # no MLFLOW_TRACKING_URI: stages fall back to <project>/mlflow.db through $DVC_ROOT, here
     # a copy of the store the workspace repro filled, as after `make repro`
     shutil.move(env.pop("MLFLOW_TRACKING_URI").removeprefix("sqlite:///"), path / "mlflow.db")
@@ -302,12 +296,23 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
         val_loss = float(rows[name]["metrics/kaiming.json:val_loss"])
         assert kaiming[name].data.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-12)
 
+    # an experiment brought into the workspace: its runs become the current ones
+    run(["dvc", "exp", "apply", "w2-002"], path, env)
+    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    now = {
+        r.data.tags["dvc_stage"]: r
+        for r in parent_runs(client)
+        if r.data.tags.get("current") == "true"
+    }
+    assert now["train@kaiming"].data.tags["dvc_exp"] == "w2-002"
+    assert not [r for r in now.values() if r.data.tags.get("restored")]
+
 
 # --- 5. team scale: a shared tracking server and a DVC remote ---------------------------------
 
 
 def test_stages_log_runs_and_artifacts_to_a_shared_tracking_server(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     server = tmp_path / "server"
     server.mkdir()
     args = [
@@ -326,23 +331,24 @@ def test_stages_log_runs_and_artifacts_to_a_shared_tracking_server(study, tmp_pa
         assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
         metrics = json.loads((path / "metrics/kaiming.json").read_text())
         assert parent.data.metrics["val_loss"] == metrics["val_loss"]
-        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert "kaiming.json" in artifacts and any(a.endswith(".png") for a in artifacts)
-        copy = client.download_artifacts(parent.info.run_id, "kaiming.json", str(tmp_path))
+        artifacts = set(artifact_files(client, parent.info.run_id))
+        assert "metrics/kaiming.json" in artifacts and any(a.endswith(".png") for a in artifacts)
+        copy = client.download_artifacts(parent.info.run_id, "metrics/kaiming.json", str(tmp_path))
         assert json.loads(Path(copy).read_text()) == metrics
 
         exp_id = parent.info.experiment_id
         found = rest(url, "runs/search", {"experiment_ids": [exp_id]})["runs"]
         assert len(found) == 1 + 2  # the variant's run and one per seed
-    stored = {p.name for p in (server / "artifacts").rglob("*") if p.is_file()}
+    run_folder = server / "artifacts" / exp_id / parent.info.run_id / "artifacts"
+    stored = {str(p.relative_to(run_folder)) for p in run_folder.rglob("*") if p.is_file()}
     assert stored == artifacts  # the server kept them in its --artifacts-destination
 
 
 def test_a_clone_pulls_every_output_from_a_dvc_remote_and_retrains_nothing(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "shared", str(remote)], path, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "remote"], path)
+    run(["git", "commit", "-qam", "remote"], path, env)
     run(["dvc", "push"], path, env)
 
     clone = tmp_path / "clone"
