@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project, run
+from conftest import ROOT, copy_project, run
 from mlflow.tracking import MlflowClient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,7 +107,7 @@ def chromium(url, cwd, *args):
         *"--headless --no-sandbox --disable-gpu --disable-background-networking".split(),
         *"--disable-component-update --disable-sync --no-first-run --disable-quic".split(),
         f"--user-data-dir={profile}",
-        "--window-size=1400,1200",
+        "--window-size=1900,1000",  # wide enough for the Source column
         "--virtual-time-budget=15000",
         *args,
         url,
@@ -118,26 +118,50 @@ def chromium(url, cwd, *args):
 # --- 1. the MLflow UI, looked at in a browser -------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)"
-)
-def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
+def runs_table(dom):
+    """{run name: {column: text}} of the runs table in a DOM that Chromium dumped.
+
+    The table (ag-grid) draws a row in two parts, the pinned run name and the other columns,
+    both marked with the row's index; a run's name follows its colour (#rrggbb).
+    """
+    rows = {}
+    for row in re.split(r'(?=<div[^>]*role="row")', dom)[1:]:
+        index = re.search(r'row-index="(\d+)"', row[:500])
+        for cell in re.split(r'(?=<div[^>]*\bcol-id=")', row)[1:] if index else []:
+            column = re.match(r'<div[^>]*\bcol-id="(?:attributes\.`)?([^"`]+)', cell).group(1)
+            text = " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+            rows.setdefault(index.group(1), {})[column] = text
+    return {re.sub(r"^#[0-9a-f]{6} ", "", row["Run Name"]): row for row in rows.values()}
+
+
+def test_mlflow_ui_shows_each_stages_current_run_with_its_source_and_dataset(study, tmp_path):
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is absent; CI must install it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     path, env = study
-    names = [*variants(path), "calibrate"]
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    stages = sorted(s for s in lock if s not in ("download", "split"))
     ui = ["--backend-store-uri", env["MLFLOW_TRACKING_URI"]]
     with mlflow_serving("ui", *ui, cwd=tmp_path) as url:
         search = {"filter": "name = 'actgrad'", "max_results": 10}
         (exp,) = rest(url, "experiments/search", search)["experiments"]
-        runs = rest(url, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+        current = {"experiment_ids": [exp["experiment_id"]], "filter": "tags.current = 'true'"}
+        runs = rest(url, "runs/search", current)["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-        parents = [t["mlflow.runName"] for t in tags if "mlflow.parentRunId" not in t]
-        assert set(names) <= set(parents)
+        tops = [t for t in tags if "mlflow.parentRunId" not in t]
+        assert sorted(t["dvc_stage"] for t in tops) == stages  # one current run per stage
+        names = {t["mlflow.runName"]: t for t in tops}
 
         # MLflow 3 opens in its GenAI view; workflowType picks the training-runs table
         page = f"{url}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
-        dom = chromium(page, tmp_path, "--dump-dom")
-        rendered = {n for n in names if re.search(rf">\s*{re.escape(n)}\s*<", dom)}
-        assert rendered == set(names), f"{page} rendered only {sorted(rendered)}"
+        table = runs_table(chromium(page, tmp_path, "--dump-dom"))
+        assert sorted(table) == sorted(names), f"{page} rendered {sorted(table)}"
+        digest = yaml.safe_load((path / "params.yaml").read_text())["data"]["sha256"][:8]
+        for name, cells in table.items():
+            assert cells["Source"] == Path(names[name]["mlflow.source.name"]).name, name
+            trained = names[name]["dvc_stage"] != "report"
+            assert (f"names.txt ({digest})" in cells["Dataset"]) == trained, (name, cells)
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "mlflow_ui.png"
@@ -145,6 +169,54 @@ def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
         chromium(page, tmp_path, f"--screenshot={shot}")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         print(f"MLflow UI screenshot: {shot}")
+
+
+def listening_addresses(port):
+    """The local addresses of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+    addresses = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # host order
+                addresses.append(
+                    socket.inet_ntop(
+                        socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, b"".join(words)
+                    )
+                )
+    return addresses
+
+
+def test_make_ui_serves_the_project_store_on_localhost_only(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        ui = subprocess.Popen(
+            ["make", "ui", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 180
+        while not listening_addresses(port):
+            assert ui.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(1)
+        assert listening_addresses(port) == ["127.0.0.1"]
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).close()
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+def test_make_repro_mirrors_dvc_lock_in_mlflow_once_dvc_is_done():
+    commands = run(["make", "-n", "repro"], ROOT).stdout.splitlines()
+    assert commands.index("python -m pipeline.sync") == commands.index("dvc repro") + 1
 
 
 # --- 2. DVC plots and metrics -----------------------------------------------------------------
