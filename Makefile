@@ -1,4 +1,5 @@
-# make repro: the whole study from scratch; make test: the test suite. Both set up .venv first.
+# make repro: the whole study from scratch, mirrored in MLflow; make test: the test suite.
+# Every target sets up .venv first.
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 HOST ?= 127.0.0.1
@@ -7,7 +8,7 @@ BASE ?= origin/main
 TABLE := awk '/^\|/ {p = 1; print; next} p {exit}' reports/comparison.md
 OUTPUTS := metrics reports dvc.lock
 
-.PHONY: setup data repro repro-all test lint ui check check-outputs pr-comment bench clean
+.PHONY: setup data repro repro-all sync test lint ui check check-outputs pr-comment bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,14 +21,21 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	dvc repro download
 
+# the stages that are out of date, independent ones at once (pipeline/repro.py), then MLflow
 repro: setup
-	dvc repro
+	python -m pipeline.repro
+	python -m pipeline.sync
 	@$(TABLE)
 
 # every stage again, even those whose committed outputs look up to date (what CI runs)
 repro-all: setup
-	dvc repro --force
+	python -m pipeline.repro --force
+	python -m pipeline.sync
 	@$(TABLE)
+
+# after dvc pull, dvc checkout or dvc exp apply: one current MLflow run per stage of dvc.lock
+sync: setup
+	python -m pipeline.sync
 
 test: setup
 	python -m pytest

@@ -11,29 +11,21 @@ from actgrad.model import Weights, batch_stats, split_loss
 from actgrad.plots import bn_calibration_figure
 from actgrad.summary import seed_summary
 
-from .common import (
-    atomic_path,
-    flat_metrics,
-    load_split,
-    log,
-    log_values,
-    mlflow_client,
-    mlflow_run,
-    read_params,
-    run_stage,
-    run_tags,
-    stage_command,
-    write_json,
-)
+from . import records
+from .inputs import load_split
+from .outputs import atomic_path, write_json
+from .params import read_params
+from .stage import log, run_stage, stage_command
+from .tracking import mlflow_client
 
 
 @click.command()
 @click.option("--data", default="data/split", show_default=True)
-@click.option("--figure", default="reports/figures/bn_calibration.png", show_default=True)
 @stage_command
-def main(data, figure):
+def main(data):
     params = read_params()
     variant = params.calibrate.variant
+    record = records.calibrate(params)
     client, exp_id = mlflow_client()
     splits = {name: load_split(data, name) for name in ("train", "val")}
     weights = Weights.from_state_dict(torch.load(f"models/{variant}.pt", weights_only=True))
@@ -47,7 +39,7 @@ def main(data, figure):
         "std_max_rel_diff",
     )
     per_seed = {k: [] for k in keys}
-    with mlflow_run(client, exp_id, "calibrate", run_tags(variant=variant)) as run_id:
+    with records.open_runs(client, exp_id, record, params) as runs:
         for s in range(len(weights.seeds)):
             w = weights.seed_slice(s)
             mean, std = batch_stats(w, splits["train"][0])
@@ -57,7 +49,7 @@ def main(data, figure):
             per_seed["mean_max_abs_diff"].append((w["bn_mean"] - mean).abs().max().item())
             per_seed["std_max_rel_diff"].append(((w["bn_std"] - std) / std).abs().max().item())
             if s == 0:
-                with atomic_path(figure) as tmp:
+                with atomic_path(record.outputs["figure"]) as tmp:
                     bn_calibration_figure(
                         {"mean": w["bn_mean"], "std": w["bn_std"]},
                         {"mean": mean, "std": std},
@@ -70,10 +62,8 @@ def main(data, figure):
             for i, seed in enumerate(weights.seeds)
         }
         metrics.update(seed_summary(per_seed))
-        write_json("metrics/calibrate.json", metrics)
-        log_values(client, run_id, flat_metrics(metrics), {"variant": variant})
-        client.log_artifact(run_id, "metrics/calibrate.json")
-        client.log_artifact(run_id, figure)
+        write_json(record.outputs["metrics"], metrics)
+        records.log_outputs(client, runs, record, params)
     log(
         f"calibrate: calibrated train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f}; "
         f"running train {metrics['running_train_loss']:.4f} val {metrics['running_val_loss']:.4f}"

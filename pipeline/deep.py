@@ -1,13 +1,11 @@
 """Stage deep@<config>: a short run of the lecture's deep network, and its instruments.
 
-Writes metrics/deep/<config>.json, four figures in reports/figures/deep/ and an MLflow run
-named "deep <config>".
+Writes metrics/deep/<config>.json, its curves to metrics/series/deep/<config>.csv, four
+figures in reports/figures/deep/ and an MLflow run named "deep <config>".
 """
 
-import dataclasses
 import math
 import time
-from pathlib import Path
 
 import click
 import torch
@@ -15,34 +13,24 @@ import torch
 from actgrad.config import ParamsError
 from actgrad.deep import run_deep
 from actgrad.diagnostics import block_means
+from actgrad.errors import Diverged
 from actgrad.plots import density_panels_figure, depth_color, update_ratio_figure
-from actgrad.train import Diverged
 
-from .common import (
-    atomic_path,
-    load_split,
-    load_vocab,
-    log,
-    log_values,
-    mlflow_client,
-    mlflow_run,
-    read_params,
-    run_stage,
-    run_tags,
-    stage_command,
-    write_json,
-)
+from . import records
+from .inputs import load_split, load_vocab
+from .outputs import atomic_path, write_csv, write_json
+from .params import read_params
+from .stage import log, run_stage, stage_command
+from .tracking import mlflow_client
 
-FIGURES = Path("reports/figures/deep")
-KINDS = ("activations", "gradients", "weight_grads", "update_ratio")
-SERIES_EVERY = 10  # MLflow gets each per-step curve as the mean of every 10 steps
+SERIES_EVERY = 10  # each per-step curve is kept as the mean of every 10 steps
 
 
-def block_series(values):
-    """[(first step of the block, mean)] of per-step `values` (from step 1), finite means only."""
-    values = torch.tensor(values, dtype=torch.float64)
-    means = block_means(values, range(len(values)), SERIES_EVERY)
-    return [(k * SERIES_EVERY + 1, v) for k, v in enumerate(means.tolist()) if math.isfinite(v)]
+def curve_rows(curves):
+    """Rows (first step of the block, mean of each curve) of per-step curves (from step 1)."""
+    values = torch.tensor(list(curves.values()), dtype=torch.float64).T
+    means = block_means(values, range(len(values)), SERIES_EVERY).tolist()
+    return [(k * SERIES_EVERY + 1, *row) for k, row in enumerate(means)]
 
 
 def finite(value):
@@ -68,17 +56,6 @@ def metrics_of(result):
     }
 
 
-def flat_numbers(metrics):
-    """Every number of the JSON as one MLflow metric, e.g. final.tanh1.act_std."""
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in flat_numbers(value).items()})
-        elif isinstance(value, int | float) and finite(value) is not None:
-            flat[key] = value
-    return flat
-
-
 def legends(readout, kind):
     """{legend label: histogram} of one read-out, with each curve's numbers in its label."""
     hists = readout.histograms[kind]
@@ -102,8 +79,8 @@ def legends(readout, kind):
     return dict(zip(labels, hists.values()))
 
 
-def write_figures(name, cfg, train, result):
-    """The four PNGs; returns their paths."""
+def write_figures(name, cfg, train, result, paths):
+    """The four PNGs, to paths {kind: path} for every kind of records.DEEP_FIGURES."""
     n = train.n_layers
     layer_colors = [depth_color(d) for d in range(1, n + 1)]
     weight_colors = ["black"] + [depth_color(d) for d in range(1, n + 2)]  # C, W1 ... output
@@ -115,7 +92,6 @@ def write_figures(name, cfg, train, result):
         "gradients": ("gradients of the hidden layer outputs", "gradient", layer_colors, False),
         "weight_grads": ("gradients of the weight matrices", "gradient", weight_colors, True),
     }
-    paths = {kind: FIGURES / f"{name}_{kind}.png" for kind in KINDS}
     for kind, (what, xlabel, colors, logy) in histograms.items():
         panels = {
             "at init (step 1)": legends(result.init, kind),
@@ -138,7 +114,6 @@ def write_figures(name, cfg, train, result):
             colors=dict(zip(ratios, weight_colors)),
             legend_below=True,
         )
-    return list(paths.values())
 
 
 @click.command()
@@ -150,6 +125,7 @@ def main(config, data):
     if config not in params.deep:
         raise ParamsError(f"deep.{config}: no such config; choose one of {sorted(params.deep)}")
     cfg, train = params.deep[config], params.deep_train
+    record = records.deep(params, config)
     client, exp_id = mlflow_client()
     X, Y = load_split(data, "train")
     vocab_size = len(load_vocab(data))
@@ -157,26 +133,20 @@ def main(config, data):
     log(f"deep@{config}: {describe(cfg, train)}, {train.steps:,} steps")
     started = time.time()
 
-    run_params = {f"deep.{k}": v for k, v in dataclasses.asdict(cfg).items()}
-    run_params.update({f"deep_train.{k}": v for k, v in dataclasses.asdict(train).items()})
-    with mlflow_run(client, exp_id, f"deep {config}", run_tags(deep_config=config)) as run_id:
+    with records.open_runs(client, exp_id, record, params) as runs:
         try:
             result = run_deep(cfg, train, X, Y, vocab_size)
         except Diverged as e:
             raise click.ClickException(
                 f"deep@{config}: {e}; lower deep.{config}.gain or deep_train.lr"
             ) from None
-        metrics = metrics_of(result)
-        figures = write_figures(config, cfg, train, result)
-        write_json(f"metrics/deep/{config}.json", metrics)
-
-        curves = {f"update_ratio_log10.{k}": r for k, r in result.update_ratios.items()}
-        curves["batch_loss"] = result.losses
-        series = {key: block_series(values) for key, values in curves.items()}
-        numbers = flat_numbers({k: v for k, v in metrics.items() if k != "update_ratio_log10"})
-        log_values(client, run_id, numbers, run_params, series)  # the series end on those
-        for path in [*figures, Path(f"metrics/deep/{config}.json")]:
-            client.log_artifact(run_id, path)
+        outputs = record.outputs
+        write_figures(config, cfg, train, result, {k: outputs[k] for k in records.DEEP_FIGURES})
+        write_json(outputs["metrics"], metrics_of(result))
+        curves = {"batch_loss": result.losses}
+        curves |= {f"update_ratio_log10.{k}": r for k, r in result.update_ratios.items()}
+        write_csv(outputs["series"], ["step", *curves], curve_rows(curves))
+        records.log_outputs(client, runs, record, params)
     outcome = (
         f"diverged at step {result.diverged_at}"
         if result.diverged_at

@@ -4,7 +4,9 @@ import click
 
 from actgrad.data import default_cache_dir, fetch_names, read_words
 
-from .common import log, read_params, run_stage, stage_command, write_text
+from .outputs import write_text
+from .params import read_params
+from .stage import log, run_stage, stage_command
 
 
 @click.command()

@@ -12,7 +12,11 @@ import yaml
 from actgrad.plots import loss_curve_figure, variant_color
 from actgrad.report import SIGNIFICANCE, comparison_table, deep_table, instruments_table
 
-from .common import atomic_path, log, read_params, run_stage, stage_command, write_text
+from . import records
+from .outputs import atomic_path, write_text
+from .params import read_params
+from .stage import log, run_stage, stage_command
+from .tracking import mlflow_client
 
 
 def read_rows(params, metrics_dir):
@@ -37,9 +41,6 @@ def long_curves(curves):
     return "\n".join(rows) + "\n"
 
 
-DEEP_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio")
-
-
 def samples_section(names, samples_dir):
     """Every variant's sampled names side by side."""
     columns = {n: (Path(samples_dir) / f"{n}.txt").read_text().split() for n in names}
@@ -49,13 +50,13 @@ def samples_section(names, samples_dir):
 @click.command()
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True)
 @click.option("--expected", default="expected.yaml", show_default=True)
-@click.option("--out", default="reports/comparison.md", show_default=True)
-@click.option("--curves", default="reports/loss_curves.csv", show_default=True)
 @click.option("--samples", "samples_dir", default="reports/samples", show_default=True)
-@click.option("--figure", default="reports/figures/loss_curves.png", show_default=True)
 @stage_command
-def main(metrics_dir, expected, out, curves, samples_dir, figure):
+def main(metrics_dir, expected, samples_dir):
     params = read_params()
+    record = records.report(params)
+    out, curves, figure = (record.outputs[k] for k in ("comparison", "curves", "figure"))
+    client, exp_id = mlflow_client()
     log(f"report: {len(params.variants)} variants and calibrate from {metrics_dir}/")
     rows = read_rows(params, metrics_dir)
     variants = rows[:-1]
@@ -77,7 +78,7 @@ def main(metrics_dir, expected, out, curves, samples_dir, figure):
         (n, json.loads((Path(metrics_dir) / "deep" / f"{n}.json").read_text())) for n in params.deep
     ]
     deep_figures = "\n\n".join(
-        " ".join(f"![{n} {k}]({figures}/deep/{n}_{k}.png)" for k in DEEP_FIGURES)
+        " ".join(f"![{n} {k}]({figures}/deep/{n}_{k}.png)" for k in records.DEEP_FIGURES)
         for n in params.deep
     )
     init_figures = "\n".join(f"![{n} at init]({figures}/{n}_init.png)" for n in params.variants)
@@ -137,6 +138,8 @@ grad:data is std(grad) / std(weight) of the Linear feeding the layer.
 """
     write_text(out, text)
     write_text(curves, curves_text)
+    with records.open_runs(client, exp_id, record, params) as runs:
+        records.log_outputs(client, runs, record, params)
     log(f"report: wrote {out}, {curves} and {figure}")
 
 

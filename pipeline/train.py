@@ -1,12 +1,8 @@
 """Stage train@<variant>: train every seed of one variant, evaluate, save, log to MLflow."""
 
-import dataclasses
-import math
 import os
-import tempfile
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import click
 import torch
@@ -17,30 +13,16 @@ from actgrad.model import init_one, seed_losses
 from actgrad.summary import seed_summary
 from actgrad.train import MATRICES, Diverged, SeedGroups, curve, merge
 
-from .common import (
-    atomic_path,
-    check_interrupted,
-    flat_metrics,
-    load_split,
-    load_vocab,
-    log,
-    log_values,
-    mlflow_client,
-    mlflow_run,
-    progress_bar,
-    read_params,
-    run_stage,
-    run_tags,
-    stage_command,
-    write_json,
-    write_text,
-)
+from . import records
+from .inputs import load_split, load_vocab
+from .outputs import atomic_path, write_csv, write_json, write_text
+from .params import read_params
+from .stage import check_interrupted, log, progress_bar, run_stage, stage_command
+from .tracking import mlflow_client
 
-
-def curve_csv(steps, loss, log10_loss, loss_mean):
-    rows = ["step,loss,log10_loss,loss_mean"]
-    rows += [f"{s},{a!r},{b!r},{c!r}" for s, a, b, c in zip(steps, loss, log10_loss, loss_mean)]
-    return "\n".join(rows) + "\n"
+CURVE_COLUMNS = ["step", "loss", "log10_loss", "loss_mean"]  # the lecture seed's, and the mean
+SERIES_COLUMNS = ["seed", "step", "loss", "log10_loss"]
+SERIES_COLUMNS += [f"log10_update_ratio_{name}" for name in MATRICES]
 
 
 def init_diagnostics(seed, recipe, cfg, X, vocab_size, title, color, figure):
@@ -96,30 +78,25 @@ def update_ratios(result, cfg):
     return diagnostics.log10_update_ratios(grad_data, steps, cfg.lr_at), steps
 
 
-def log_group(client, seed_runs, run_params, part, splits, cfg):
-    """Each seed's losses of one group, logged with its curves to the seed's run; returns them.
+def evaluate_group(part, splits, cfg):
+    """Each seed's losses of one group, and its curves as rows of the series CSV.
 
-    The run gets the loss curves and the update:data ratios as means per `curve_every` steps.
+    The curves are the loss and the update:data ratios as means per `curve_every` steps.
     """
     weights, result = part
     losses = {f"{name}_loss": seed_losses(weights, X, Y) for name, (X, Y) in splits.items()}
     losses["init_loss"] = result.losses[:, 0].tolist()
     block_steps = list(range(0, cfg.steps, cfg.curve_every))
-    loss_curve = curve(result.losses, cfg.curve_every)
-    log10_curve = curve(result.losses.log10(), cfg.curve_every)
+    loss_curve = curve(result.losses, cfg.curve_every).tolist()
+    log10_curve = curve(result.losses.log10(), cfg.curve_every).tolist()
     ud, ratio_steps = update_ratios(result, cfg)
-    ratio_blocks = diagnostics.block_means(ud, ratio_steps, cfg.curve_every)
-    for i, seed in enumerate(weights.seeds):
-        series = {
-            "loss_curve": zip(block_steps, loss_curve[i].tolist()),
-            "log10_loss_curve": zip(block_steps, log10_curve[i].tolist()),
-        }
-        for k, name in enumerate(MATRICES):
-            points = zip(block_steps, ratio_blocks[:, i, k].tolist())
-            series[f"log10_update_ratio_{name}"] = [(s, v) for s, v in points if math.isfinite(v)]
-        run_id = seed_runs[seed]
-        log_values(client, run_id, {k: v[i] for k, v in losses.items()}, run_params, series)
-    return losses
+    ratio_blocks = diagnostics.block_means(ud, ratio_steps, cfg.curve_every).tolist()
+    rows = [
+        (seed, step, loss_curve[i][b], log10_curve[i][b], *ratio_blocks[b][i])
+        for i, seed in enumerate(weights.seeds)
+        for b, step in enumerate(block_steps)
+    ]
+    return losses, rows
 
 
 def train_variant(variant, params, data, workers):
@@ -129,24 +106,12 @@ def train_variant(variant, params, data, workers):
     started = time.time()
     # the other groups of seeds start training now, while this process sets up MLflow
     groups = SeedGroups(cfg.seeds, recipe, cfg, X, Y, len(vocab), workers)
+    record = records.train(params, variant)
     with groups, ExitStack() as stack:
         client, exp_id = mlflow_client()
         splits = {"train": (X, Y), "val": load_split(data, "val")}
         log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {workers} processes")
-        tags = run_tags(variant=variant)
-        run_params = {f"variant.{k}": v for k, v in dataclasses.asdict(recipe).items()}
-        run_params.update(
-            {f"train.{k}": v for k, v in dataclasses.asdict(cfg).items() if k != "seeds"}
-        )
-        parent = stack.enter_context(
-            mlflow_run(client, exp_id, variant, {**tags, "seeds": cfg.seeds})
-        )
-        seed_runs = {
-            s: stack.enter_context(
-                mlflow_run(client, exp_id, f"{variant} seed {s}", {**tags, "seed": s}, parent)
-            )
-            for s in cfg.seeds
-        }
+        runs = stack.enter_context(records.open_runs(client, exp_id, record, params))
         with progress_bar(cfg.steps, f"train@{variant}") as bar:
 
             def on_chunk(step, losses):
@@ -157,16 +122,19 @@ def train_variant(variant, params, data, workers):
             own = groups.train_own(on_chunk)
 
         # while the other processes finish their seeds
-        figures = {k: Path(f"reports/figures/{variant}_{k}.png") for k in ("init", "update_ratio")}
+        outputs = record.outputs
+        figures = {k: outputs[k] for k in ("init", "update_ratio")}
         instruments, samples = lecture_seed_instruments(
             variant, recipe, cfg, X, vocab, own, figures
         )
-        per_seed = log_group(client, seed_runs, run_params, own, splits, cfg)
+        per_seed, series = evaluate_group(own, splits, cfg)
         others = groups.others()
         check_interrupted()
         for part in others:
-            for key, values in log_group(client, seed_runs, run_params, part, splits, cfg).items():
+            losses, rows = evaluate_group(part, splits, cfg)
+            for key, values in losses.items():
                 per_seed[key] += values
+            series += rows
         weights, result = merge([own, *others])
 
         metrics = {key: values[0] for key, values in per_seed.items()}
@@ -180,36 +148,19 @@ def train_variant(variant, params, data, workers):
         block_steps = list(range(0, cfg.steps, cfg.curve_every))
         loss_curve = curve(result.losses, cfg.curve_every)
         log10_curve = curve(result.losses.log10(), cfg.curve_every)
-        with atomic_path(f"models/{variant}.pt") as tmp:
+        with atomic_path(outputs["model"]) as tmp:
             torch.save(weights.state_dict(), tmp)
-        outputs = {
-            "metrics": Path(f"metrics/{variant}.json"),
-            "curve": Path(f"metrics/curves/{variant}.csv"),
-            "samples": Path(f"reports/samples/{variant}.txt"),
-        }
         write_json(outputs["metrics"], metrics)
-        write_text(
-            outputs["curve"],
-            curve_csv(
-                block_steps,
-                loss_curve[0].tolist(),
-                log10_curve[0].tolist(),
-                loss_curve.mean(0).tolist(),
-            ),
+        curves = zip(
+            block_steps,
+            loss_curve[0].tolist(),
+            log10_curve[0].tolist(),
+            loss_curve.mean(0).tolist(),
         )
+        write_csv(outputs["curve"], CURVE_COLUMNS, curves)
+        write_csv(outputs["series"], SERIES_COLUMNS, series)
         write_text(outputs["samples"], "\n".join(samples) + "\n")
-
-        log_values(client, parent, flat_metrics(metrics), run_params)
-        with tempfile.TemporaryDirectory() as tmp:
-            seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
-            plots.loss_curve_figure(
-                {f"seed {s}": c for s, c in zip(cfg.seeds, log10_curve.tolist())},
-                block_steps,
-                f"{variant}: log10 loss, mean per {cfg.curve_every} steps",
-                seeds_figure,
-            )
-            for path in [seeds_figure, *figures.values(), *outputs.values()]:
-                client.log_artifact(parent, str(path))
+        records.log_outputs(client, runs, record, params)
     log(
         f"train@{variant}: done in {time.time() - started:.0f}s, "
         f"train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f} (seed {cfg.seeds[0]})"

@@ -58,6 +58,22 @@ def small_params(path, steps=300, seeds=(LECTURE_SEED, 1), **overrides):
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+GIT_IDENTITY = {  # for the commits of the tests and of `dvc exp`, whatever ~/.gitconfig says
+    "GIT_AUTHOR_NAME": "actgrad tests",
+    "GIT_AUTHOR_EMAIL": "tests@actgrad.invalid",
+    "GIT_COMMITTER_NAME": "actgrad tests",
+    "GIT_COMMITTER_EMAIL": "tests@actgrad.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def commit(path, message):
+    """`git add -A` and commit everything in `path`."""
+    env = {**os.environ, **GIT_IDENTITY}
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", message], path, env)
+
+
 def make_project(tmp_path):
     """A git + DVC copy of the project in tmp_path, small-step params, its own MLflow store."""
     dest = tmp_path / "project"
@@ -77,14 +93,43 @@ def make_project(tmp_path):
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         CI="true",
+        **GIT_IDENTITY,
     )
     env.pop("DVC_ROOT", None)
-    run(["git", "init", "-q"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dest)
+    run(["git", "init", "-q"], dest, env)
+    commit(dest, "copy")
     return dest, env
 
 
 @pytest.fixture
 def project(tmp_path):
     return make_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
+    """A small-step project after `make repro` (dvc repro, then the MLflow sync), committed.
+
+    Tests change copies of it (copy_project), never it. Next to it: `repro.out`, what
+    `dvc repro` printed, and `modules`, where each stage listed the files it imported
+    (tests/test_records.py checks them against dvc.yaml).
+    """
+    path, env = make_project(tmp_path_factory.mktemp("reproduced"))
+    modules = path.parent / "modules"
+    out = run(["dvc", "repro"], path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
+    (path.parent / "repro.out").write_text(out.stdout)
+    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    commit(path, "repro")
+    return path, env
+
+
+def copy_project(reproduced, tmp_path, runs=False):
+    """A copy of the reproduced project (git and DVC cache) to change freely, with its own
+    MLflow store: a copy of the project's with `runs`, else an empty one."""
+    path, env = reproduced
+    dest = tmp_path / "project"
+    shutil.copytree(path, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp
+    store = tmp_path / "mlflow.db"
+    if runs:
+        shutil.copy2(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), store)
+    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}

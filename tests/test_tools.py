@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_project, run
+from conftest import ROOT, copy_project, run
 from mlflow.tracking import MlflowClient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,24 +43,18 @@ def parent_runs(client):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """One small `dvc repro` of the whole pipeline, committed, with its own MLflow store."""
-    path, env = make_project(tmp_path_factory.mktemp("study"))
-    run(["dvc", "repro"], path, env)
-    run(["git", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], path)
-    return path, env
+def artifact_files(client, run_id, folder=None):
+    """The paths of every file a run holds, in its folders too."""
+    files = []
+    for a in client.list_artifacts(run_id, folder):
+        files += artifact_files(client, run_id, a.path) if a.is_dir else [a.path]
+    return files
 
 
-def copy_study(study, tmp_path):
-    """A copy of the reproduced project (git, DVC cache and MLflow store) to change freely."""
-    path, env = study
-    dest = tmp_path / "project"
-    shutil.copytree(path, dest, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks, state
-    store = tmp_path / "mlflow.db"
-    shutil.copy2(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), store)
-    return dest, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+@pytest.fixture
+def study(reproduced, tmp_path):
+    """A copy of the reproduced study (git, DVC cache and MLflow store) to change freely."""
+    return copy_project(reproduced, tmp_path, runs=True)
 
 
 def free_port():
@@ -113,7 +107,7 @@ def chromium(url, cwd, *args):
         *"--headless --no-sandbox --disable-gpu --disable-background-networking".split(),
         *"--disable-component-update --disable-sync --no-first-run --disable-quic".split(),
         f"--user-data-dir={profile}",
-        "--window-size=1400,1200",
+        "--window-size=1900,1000",  # wide enough for the Source column
         "--virtual-time-budget=15000",
         *args,
         url,
@@ -124,26 +118,50 @@ def chromium(url, cwd, *args):
 # --- 1. the MLflow UI, looked at in a browser -------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)"
-)
-def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
+def runs_table(dom):
+    """{run name: {column: text}} of the runs table in a DOM that Chromium dumped.
+
+    The table (ag-grid) draws a row in two parts, the pinned run name and the other columns,
+    both marked with the row's index; a run's name follows its colour (#rrggbb).
+    """
+    rows = {}
+    for row in re.split(r'(?=<div[^>]*role="row")', dom)[1:]:
+        index = re.search(r'row-index="(\d+)"', row[:500])
+        for cell in re.split(r'(?=<div[^>]*\bcol-id=")', row)[1:] if index else []:
+            column = re.match(r'<div[^>]*\bcol-id="(?:attributes\.`)?([^"`]+)', cell).group(1)
+            text = " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+            rows.setdefault(index.group(1), {})[column] = text
+    return {re.sub(r"^#[0-9a-f]{6} ", "", row["Run Name"]): row for row in rows.values()}
+
+
+def test_mlflow_ui_shows_each_stages_current_run_with_its_source_and_dataset(study, tmp_path):
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is absent; CI must install it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     path, env = study
-    names = [*variants(path), "calibrate"]
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    stages = sorted(s for s in lock if s not in ("download", "split"))
     ui = ["--backend-store-uri", env["MLFLOW_TRACKING_URI"]]
     with mlflow_serving("ui", *ui, cwd=tmp_path) as url:
         search = {"filter": "name = 'actgrad'", "max_results": 10}
         (exp,) = rest(url, "experiments/search", search)["experiments"]
-        runs = rest(url, "runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+        current = {"experiment_ids": [exp["experiment_id"]], "filter": "tags.current = 'true'"}
+        runs = rest(url, "runs/search", current)["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-        parents = [t["mlflow.runName"] for t in tags if "mlflow.parentRunId" not in t]
-        assert set(names) <= set(parents)
+        tops = [t for t in tags if "mlflow.parentRunId" not in t]
+        assert sorted(t["dvc_stage"] for t in tops) == stages  # one current run per stage
+        names = {t["mlflow.runName"]: t for t in tops}
 
         # MLflow 3 opens in its GenAI view; workflowType picks the training-runs table
         page = f"{url}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
-        dom = chromium(page, tmp_path, "--dump-dom")
-        rendered = {n for n in names if re.search(rf">\s*{re.escape(n)}\s*<", dom)}
-        assert rendered == set(names), f"{page} rendered only {sorted(rendered)}"
+        table = runs_table(chromium(page, tmp_path, "--dump-dom"))
+        assert sorted(table) == sorted(names), f"{page} rendered {sorted(table)}"
+        digest = yaml.safe_load((path / "params.yaml").read_text())["data"]["sha256"][:8]
+        for name, cells in table.items():
+            assert cells["Source"] == Path(names[name]["mlflow.source.name"]).name, name
+            trained = names[name]["dvc_stage"] != "report"
+            assert (f"names.txt ({digest})" in cells["Dataset"]) == trained, (name, cells)
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "mlflow_ui.png"
@@ -153,11 +171,59 @@ def test_mlflow_ui_shows_a_run_per_variant_in_chromium(study, tmp_path):
         print(f"MLflow UI screenshot: {shot}")
 
 
+def listening_addresses(port):
+    """The local addresses of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+    addresses = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # host order
+                addresses.append(
+                    socket.inet_ntop(
+                        socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, b"".join(words)
+                    )
+                )
+    return addresses
+
+
+def test_make_ui_serves_the_project_store_on_localhost_only(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        ui = subprocess.Popen(
+            ["make", "ui", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 180
+        while not listening_addresses(port):
+            assert ui.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(1)
+        assert listening_addresses(port) == ["127.0.0.1"]
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).close()
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+def test_make_repro_mirrors_dvc_lock_in_mlflow_once_dvc_is_done():
+    commands = run(["make", "-n", "repro"], ROOT).stdout.splitlines()
+    assert commands.index("python -m pipeline.sync") == commands.index("dvc repro") + 1
+
+
 # --- 2. DVC plots and metrics -----------------------------------------------------------------
 
 
 def test_plots_overlay_every_variant_and_metrics_diff_follows_a_param_change(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     names = variants(path)
     curves = (path / "reports/loss_curves.csv").read_text().splitlines()
     assert curves[0] == "variant,step,log10_loss"
@@ -216,7 +282,7 @@ def stderr_on_a_terminal(cmd, cwd, env):
 
 
 def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     train = [sys.executable, "-m", "pipeline.train", "kaiming"]
 
     ci = stderr_on_a_terminal(train, path, env)
@@ -231,7 +297,7 @@ def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_pa
 
 
 def test_every_stage_logs_a_start_and_an_end_line(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     out = run(["dvc", "repro", "--force", "-s", "split", "train@kaiming", "report"], path, env)
     for stage in ["split", "train@kaiming", "report"]:
         lines = [x for x in out.stderr.splitlines() if re.match(rf"\[[\d:]{{8}}\] {stage}: ", x)]
@@ -256,7 +322,7 @@ def end_stray_workers(path):
 
 
 def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     # no MLFLOW_TRACKING_URI: stages fall back to <project>/mlflow.db through $DVC_ROOT, here
     # a copy of the store the workspace repro filled, as after `make repro`
     shutil.move(env.pop("MLFLOW_TRACKING_URI").removeprefix("sqlite:///"), path / "mlflow.db")
@@ -302,12 +368,23 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
         val_loss = float(rows[name]["metrics/kaiming.json:val_loss"])
         assert kaiming[name].data.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-12)
 
+    # an experiment brought into the workspace: its runs become the current ones
+    run(["dvc", "exp", "apply", "w2-002"], path, env)
+    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    now = {
+        r.data.tags["dvc_stage"]: r
+        for r in parent_runs(client)
+        if r.data.tags.get("current") == "true"
+    }
+    assert now["train@kaiming"].data.tags["dvc_exp"] == "w2-002"
+    assert not [r for r in now.values() if r.data.tags.get("restored")]
+
 
 # --- 5. team scale: a shared tracking server and a DVC remote ---------------------------------
 
 
 def test_stages_log_runs_and_artifacts_to_a_shared_tracking_server(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     server = tmp_path / "server"
     server.mkdir()
     args = [
@@ -326,23 +403,24 @@ def test_stages_log_runs_and_artifacts_to_a_shared_tracking_server(study, tmp_pa
         assert parent.info.artifact_uri.startswith("mlflow-artifacts:/")
         metrics = json.loads((path / "metrics/kaiming.json").read_text())
         assert parent.data.metrics["val_loss"] == metrics["val_loss"]
-        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert "kaiming.json" in artifacts and any(a.endswith(".png") for a in artifacts)
-        copy = client.download_artifacts(parent.info.run_id, "kaiming.json", str(tmp_path))
+        artifacts = set(artifact_files(client, parent.info.run_id))
+        assert "metrics/kaiming.json" in artifacts and any(a.endswith(".png") for a in artifacts)
+        copy = client.download_artifacts(parent.info.run_id, "metrics/kaiming.json", str(tmp_path))
         assert json.loads(Path(copy).read_text()) == metrics
 
         exp_id = parent.info.experiment_id
         found = rest(url, "runs/search", {"experiment_ids": [exp_id]})["runs"]
         assert len(found) == 1 + 2  # the variant's run and one per seed
-    stored = {p.name for p in (server / "artifacts").rglob("*") if p.is_file()}
+    run_folder = server / "artifacts" / exp_id / parent.info.run_id / "artifacts"
+    stored = {str(p.relative_to(run_folder)) for p in run_folder.rglob("*") if p.is_file()}
     assert stored == artifacts  # the server kept them in its --artifacts-destination
 
 
 def test_a_clone_pulls_every_output_from_a_dvc_remote_and_retrains_nothing(study, tmp_path):
-    path, env = copy_study(study, tmp_path)
+    path, env = study
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "shared", str(remote)], path, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "remote"], path)
+    run(["git", "commit", "-qam", "remote"], path, env)
     run(["dvc", "push"], path, env)
 
     clone = tmp_path / "clone"

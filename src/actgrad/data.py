@@ -10,12 +10,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import DataError
+
 CACHE_ENV = "ACTGRAD_DATA_CACHE"
 END = "."  # the token that starts and ends every name
-
-
-class DataError(RuntimeError):
-    """The dataset could not be fetched, or its contents are unusable."""
 
 
 def default_cache_dir():
@@ -31,13 +29,20 @@ def sha256_of(data):
 
 
 def fetch_names(url, sha256, cache_dir, timeout=30):
-    """Return the bytes of names.txt: from cache_dir/names.txt if its hash matches, else from url.
+    """Return the bytes of names.txt: from cache_dir/names.txt if it is there, else from url.
 
-    A good download is stored in the cache (atomically) so the next call needs no network.
+    A cached file must have the expected hash. A good download is stored in the cache
+    (atomically) so the next call needs no network.
     """
     cached = Path(cache_dir) / "names.txt"
-    if cached.is_file() and sha256_of(cached.read_bytes()) == sha256:
-        return cached.read_bytes()
+    if cached.is_file():
+        data = cached.read_bytes()
+        if sha256_of(data) != sha256:
+            raise DataError(
+                f"{cached} has sha256 {sha256_of(data)}, but data.sha256 in params.yaml is "
+                f"{sha256}; replace it with the right names.txt, or delete it to download {url}"
+            )
+        return data
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()

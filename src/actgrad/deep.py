@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .train import Diverged
+from .errors import Diverged
 
 SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as saturated
 BINS = 100  # histogram bins, torch.histogram's default as in the lecture

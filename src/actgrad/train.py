@@ -17,20 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import Diverged
 from .model import Weights, init_weights
 
 MATRICES = ("C", "W1", "W2")  # the weights whose update:data ratio is recorded
-
-
-class Diverged(RuntimeError):
-    """A loss became NaN or infinite, or rose above the limit."""
-
-    def __init__(self, seed, step, loss):
-        super().__init__(seed, step, loss)
-        self.seed, self.step, self.loss = seed, step, loss
-
-    def __str__(self):
-        return f"seed {self.seed} diverged at step {self.step} (loss {self.loss:.4g})"
 
 
 @dataclass

@@ -1,0 +1,157 @@
+"""MLflow mirrors dvc.lock: one current run for every stage that logs runs.
+
+Run it after `dvc repro` (`make repro` does), `dvc pull`, `dvc checkout` or `dvc exp apply`.
+For each such stage of dvc.lock, a FINISHED run whose outputs have the hashes the lock holds
+is the stage's current run. A stage without one (DVC skipped it, restored it from its
+run-cache, or its outputs came from another commit or machine) gets its runs rebuilt from its
+committed output files, tagged restored. The current runs, with their seeds' runs, carry
+current=true and the hash of the stage's lock entry (dvc_lock_md5); every other run gets
+current=false and stays. A second sync changes nothing.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import click
+import yaml
+
+from . import records
+from .outputs import md5_of
+from .params import read_params, read_values
+from .stage import StageError, log, run_stage, stage_command
+from .tracking import mlflow_client, set_tags
+
+
+def read_lock(path="dvc.lock"):
+    try:
+        return yaml.safe_load(Path(path).read_text())["stages"]
+    except FileNotFoundError:
+        raise StageError(f"{path}: no such file; `dvc repro` runs the pipeline first") from None
+
+
+def lock_md5(entry):
+    """A hash of one stage's lock entry: its command, deps, params and outputs."""
+    return hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+
+
+def locked_files(entry):
+    """{path: md5} of the stage's output files (a folder output has no file hash)."""
+    return {o["path"]: o["md5"] for o in entry.get("outs", []) if not o["md5"].endswith(".dir")}
+
+
+def check_outputs(record, locked):
+    """dvc.lock and pipeline/records.py must agree on the stage's files, or no run matches."""
+    known = {str(path) for path in record.outputs.values()}
+    if known != set(locked):
+        raise StageError(
+            f"{record.stage}: dvc.lock lists the outputs {sorted(locked)} but "
+            f"pipeline/records.py {sorted(known)}; make them agree"
+        )
+
+
+def find_runs(client, exp_id, stage, outs):
+    """The FINISHED runs of `stage` whose outputs have the fingerprint `outs`: the current
+    one if there is one, else the newest; None if there is none."""
+    found = client.search_runs(
+        [exp_id],
+        f"tags.dvc_stage = '{stage}' and tags.dvc_outs = '{outs}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    if not found:
+        return None
+    top = next((r for r in found if r.data.tags.get("current") == "true"), found[0])
+    children = client.search_runs(
+        [exp_id], f"tags.`mlflow.parentRunId` = '{top.info.run_id}'", max_results=1000
+    )
+    return [top, *children]
+
+
+def check_rebuildable(stage, entry, values, locked):
+    """The workspace must hold what dvc.lock says the stage ran with and wrote, since its runs
+    are rebuilt from params.yaml and the output files."""
+    locked_params = records.flatten(entry.get("params", {}).get("params.yaml", {}))
+    workspace_params = records.flatten(values)
+    for key, locked_value in locked_params.items():
+        if workspace_params.get(key) != locked_value:
+            raise StageError(
+                f"{stage}: params.yaml has {key} = {workspace_params.get(key)!r}, but dvc.lock "
+                f"ran the stage with {locked_value!r}; `dvc repro` runs it with params.yaml"
+            )
+    for path, md5 in locked.items():
+        if Path(path).is_file() and md5_of(path) != md5:
+            raise StageError(
+                f"{path}: md5 {md5_of(path)}, but dvc.lock has {md5} for {stage}; "
+                f"`dvc repro {stage}` remakes it, or restore the locked file "
+                f"(`git checkout -- {path}`, or `dvc checkout {stage}` for a cached output)"
+            )
+
+
+def rebuild(client, exp_id, record, params, locked, tags):
+    """The record's runs rebuilt from its committed outputs; their ids."""
+    try:
+        with records.open_runs(client, exp_id, record, params, restored="true", **tags) as runs:
+            records.log_outputs(client, runs, record, params, locked)
+    except FileNotFoundError as e:
+        raise StageError(
+            f"{e.filename}: no such file, and the runs of {record.stage} are rebuilt from it; "
+            f"`dvc pull` or `git checkout -- {e.filename}` restores it, or "
+            f"`dvc repro {record.stage}` remakes it"
+        ) from None
+    return runs.ids
+
+
+def retag(client, runs, tags):
+    """Set `tags` on runs that do not carry them yet."""
+    for run in runs:
+        if any(run.data.tags.get(k) != v for k, v in tags.items()):
+            set_tags(client, run.info.run_id, tags)
+
+
+def runs_tagged_current(client, exp_id):
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp_id], "tags.current = 'true'", max_results=1000, page_token=token
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+@click.command()
+@stage_command
+def main():
+    """Make MLflow hold one current run for every stage of dvc.lock."""
+    lock = read_lock()
+    params, values = read_params(), read_values()
+    client, exp_id = mlflow_client()
+    current, restored = set(), []
+    for stage, entry in lock.items():
+        record = records.record_of(stage, params)
+        if record is None:
+            continue
+        locked = locked_files(entry)
+        check_outputs(record, locked)
+        tags = {"current": "true", "dvc_lock_md5": lock_md5(entry)}
+        found = find_runs(client, exp_id, stage, records.fingerprint(locked))
+        if found:
+            retag(client, found, tags)
+            current.update(run.info.run_id for run in found)
+        else:
+            check_rebuildable(stage, entry, values, locked)
+            current.update(rebuild(client, exp_id, record, params, locked, tags))
+            restored.append(stage)
+    stale = [r for r in runs_tagged_current(client, exp_id) if r.info.run_id not in current]
+    retag(client, stale, {"current": "false"})
+    log(
+        f"sync: {len(lock)} stages in dvc.lock; rebuilt the runs of {len(restored)} from their "
+        f"outputs{': ' + ', '.join(restored) if restored else ''}; "
+        f"{len(stale)} runs are no longer current"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

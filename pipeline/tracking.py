@@ -1,0 +1,160 @@
+"""The MLflow store: where it is, a client that fails fast, runs with their tags and logging.
+
+`import mlflow` costs about two seconds, so it happens inside the functions that need it.
+"""
+
+import fcntl
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from .stage import StageError
+
+EXPERIMENT = "actgrad"
+
+
+class TrackingError(StageError):
+    """The MLflow tracking store cannot be reached."""
+
+
+def project_root():
+    """The DVC project this stage belongs to, also inside a queued experiment's copy."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def tracking_uri():
+    """$MLFLOW_TRACKING_URI, else the sqlite store in the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def mlflow_client():
+    """A client for the tracking store and our experiment id; fails fast if a server is down."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except OSError as e:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({getattr(e, 'reason', e)}); "
+                "start it or unset MLFLOW_TRACKING_URI to use the local sqlite store"
+            ) from None
+    from mlflow.tracking import MlflowClient
+
+    with _opening(uri):
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        exp_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    return client, exp_id
+
+
+@contextmanager
+def _opening(uri):
+    """For a sqlite store: one process at a time creates its tables and our experiment.
+
+    Stages that start together (`dvc queue start -j 2` on a fresh clone) would otherwise race
+    through MLflow's table set-up and fail. The lock is an flock on the database file itself,
+    which sqlite's own (fcntl) locks ignore; an empty file is a valid new database.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise TrackingError(f"MLflow store {uri}: the folder {path.parent} does not exist")
+    db = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # a descriptor to lock, nothing written
+    try:
+        fcntl.flock(db, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(db)
+
+
+def git_commit():
+    """The commit checked out in the working directory, or None outside a git repository."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_tags(stage, source, **extra):
+    """Tags every run carries: its DVC stage, the script and commit it ran (MLflow's Source and
+    Version columns) and, inside `dvc exp run`, the experiment's name."""
+    tags = {"dvc_stage": stage, "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp"] = os.environ["DVC_EXP_NAME"]
+    tags.update(extra)
+    return {k: str(v) for k, v in tags.items()}
+
+
+@contextmanager
+def mlflow_run(client, exp_id, name, tags, parent_id=None):
+    """A run that ends FINISHED, FAILED on an error, or KILLED on Ctrl-C / SIGTERM."""
+    if parent_id:
+        tags = {**tags, "mlflow.parentRunId": parent_id}
+    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def log_values(client, run_id, metrics=None, params=None, series=None):
+    """Log metrics, params and whole series ({key: [(step, value)]}) in batches."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    for key, points in (series or {}).items():
+        items += [Metric(key, float(v), now, int(step)) for step, v in points]
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000])
+    param_items = [Param(k, str(v)) for k, v in (params or {}).items()]
+    for i in range(0, len(param_items), 100):
+        client.log_batch(run_id, params=param_items[i : i + 100])
+
+
+def log_datasets(client, run_ids, datasets, context="training"):
+    """Log datasets as every run's inputs: MLflow's Dataset column shows "name (digest)".
+
+    Each dataset is a dict of name, digest, source_type ("http", "local"), source (a dict such
+    as {"url": ...}) and profile (a dict of its sizes).
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = [
+        DatasetInput(
+            Dataset(
+                name=d["name"],
+                digest=d["digest"],
+                source_type=d["source_type"],
+                source=json.dumps(d["source"]),
+                profile=json.dumps(d["profile"]),
+            ),
+            [InputTag(MLFLOW_DATASET_CONTEXT, context)],
+        )
+        for d in datasets
+    ]
+    for run_id in run_ids:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def set_tags(client, run_id, tags):
+    """Set several tags on a run at once."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -1,0 +1,16 @@
+"""The failures a stage reports in one line (free of heavy imports: every stage loads this)."""
+
+
+class DataError(RuntimeError):
+    """The dataset could not be fetched, or its contents are unusable."""
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+    def __init__(self, seed, step, loss):
+        super().__init__(seed, step, loss)
+        self.seed, self.step, self.loss = seed, step, loss
+
+    def __str__(self):
+        return f"seed {self.seed} diverged at step {self.step} (loss {self.loss:.4g})"
