@@ -142,17 +142,18 @@ def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
     _save(fig, path)
 
 
-def series_figure(panels, steps, title, path, logy=False):
-    """One panel a row: {panel title: {label: values at `steps`}}, NaN values left out."""
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100, squeeze=False)
-    for ax, (panel_title, curves) in zip(axes[:, 0], panels.items()):
+def series_figure(panels, title, path, symlog=()):
+    """One panel a row: {panel title: (steps, {label: values})}; NaN values leave gaps. The
+    panels named in `symlog` get a y axis that is logarithmic but shows zeros too."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100)
+    for ax, (panel_title, (steps, curves)) in zip(fig.axes, panels.items()):
         for label, values in curves.items():
             ax.plot(steps, values, label=label, linewidth=1.2)
-        if logy:
-            ax.set_yscale("symlog", linthresh=1e-12)
+        if panel_title in symlog:
+            ax.set_yscale("symlog", linthresh=1e-6)
         ax.set(title=panel_title, xlabel="step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=4)
     fig.suptitle(title)
     _save(fig, path)
 
