@@ -43,10 +43,15 @@ def locked_files(entry):
 def check_outputs(record, locked):
     """dvc.lock and pipeline/records.py must agree on the stage's files, or no run matches."""
     known = {str(path) for path in record.outputs.values()}
-    if known != set(locked):
+    differences = [
+        f"{where} does not list {', '.join(sorted(files))}"
+        for where, files in [("dvc.lock", known - set(locked)), ("records", set(locked) - known)]
+        if files
+    ]
+    if differences:
         raise StageError(
-            f"{record.stage}: dvc.lock lists the outputs {sorted(locked)} but "
-            f"pipeline/records.py {sorted(known)}; make them agree"
+            f"{record.stage}: {'; '.join(differences)}; `dvc repro` brings dvc.lock up to date "
+            "with dvc.yaml, whose outs pipeline/records.py must name"
         )
 
 

@@ -255,3 +255,15 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
         "Error: train@baseline: params.yaml has variants.baseline.w2_scale = 0.5, but dvc.lock "
         "ran the stage with 1.0; `dvc repro` runs it with params.yaml"
     )
+
+    # a dvc.lock older than the stage's outputs in dvc.yaml and pipeline/records.py
+    run(["git", "checkout", "--", "params.yaml"], path, env)
+    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    outs = lock["stages"]["train@baseline"]["outs"]
+    outs[:] = [o for o in outs if o["path"] != "metrics/series/baseline.csv"]
+    (path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    out = run([sys.executable, "-m", "pipeline.sync"], path, env, check=False)
+    assert out.stderr.strip().splitlines()[-1] == (
+        "Error: train@baseline: dvc.lock does not list metrics/series/baseline.csv; `dvc repro` "
+        "brings dvc.lock up to date with dvc.yaml, whose outs pipeline/records.py must name"
+    )
