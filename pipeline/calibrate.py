@@ -1,7 +1,8 @@
 """Stage calibrate: BatchNorm statistics measured once over the whole training set.
 
 Evaluates every seed of the BatchNorm model with those statistics and with the running ones
-kept during training, and measures how far the two sets of statistics are apart.
+kept during training, measures how far the two sets of statistics are apart, and keeps the
+calibrated ones in models/<variant>_calibrated.pt for the fold stage.
 """
 
 import click
@@ -24,12 +25,13 @@ from .tracking import mlflow_client
 @stage_command
 def main(data):
     params = read_params()
-    variant = params.calibrate.variant
+    name = params.calibrate.variant
+    variant = params.variants[name]
     record = records.calibrate(params)
     client, exp_id = mlflow_client()
     splits = {name: load_split(data, name) for name in ("train", "val")}
-    weights = Weights.from_state_dict(torch.load(f"models/{variant}.pt", weights_only=True))
-    log(f"calibrate: {variant}, {len(weights.seeds)} seeds")
+    weights = Weights.from_state_dict(torch.load(f"models/{name}.pt", weights_only=True))
+    log(f"calibrate: {name}, {len(weights.seeds)} seeds")
     keys = (
         "train_loss",
         "val_loss",
@@ -39,21 +41,24 @@ def main(data):
         "std_max_rel_diff",
     )
     per_seed = {k: [] for k in keys}
+    calibrated = []
     with records.open_runs(client, exp_id, record, params) as runs:
         for s in range(len(weights.seeds)):
             w = weights.seed_slice(s)
-            mean, std = batch_stats(w, splits["train"][0])
-            for name, (X, Y) in splits.items():
-                per_seed[f"{name}_loss"].append(split_loss(w, X, Y, (mean, std)))
-                per_seed[f"running_{name}_loss"].append(split_loss(w, X, Y))
-            per_seed["mean_max_abs_diff"].append((w["bn_mean"] - mean).abs().max().item())
-            per_seed["std_max_rel_diff"].append(((w["bn_std"] - std) / std).abs().max().item())
+            stats = batch_stats(w, splits["train"][0], variant)
+            calibrated.append(stats)
+            for split, (X, Y) in splits.items():
+                per_seed[f"{split}_loss"].append(split_loss(w, variant, X, Y, stats))
+                per_seed[f"running_{split}_loss"].append(split_loss(w, variant, X, Y))
+            mean, std = stats["mean"], stats["std"]
+            per_seed["mean_max_abs_diff"].append((w["mean"] - mean).abs().max().item())
+            per_seed["std_max_rel_diff"].append(((w["std"] - std) / std).abs().max().item())
             if s == 0:
                 with atomic_path(record.outputs["figure"]) as tmp:
                     bn_calibration_figure(
-                        {"mean": w["bn_mean"], "std": w["bn_std"]},
-                        {"mean": mean, "std": std},
-                        f"{variant}: running vs calibrated statistics (seed {weights.seeds[0]})",
+                        {"mean": w["mean"], "std": w["std"]},
+                        stats,
+                        f"{name}: running vs calibrated statistics (seed {weights.seeds[0]})",
                         tmp,
                     )
         metrics = {k: v[0] for k, v in per_seed.items()}
@@ -62,6 +67,9 @@ def main(data):
             for i, seed in enumerate(weights.seeds)
         }
         metrics.update(seed_summary(per_seed))
+        with atomic_path(record.outputs["statistics"]) as tmp:
+            stacked = {k: torch.stack([c[k] for c in calibrated]) for k in ("mean", "std")}
+            torch.save({"seeds": torch.tensor(weights.seeds), **stacked}, tmp)
         write_json(record.outputs["metrics"], metrics)
         records.log_outputs(client, runs, record, params)
     log(

@@ -23,7 +23,7 @@ def main(metrics_dir, expected):
     rows = drift(spec, metrics)
     table = pd.DataFrame(rows)
     table["ok"] = table["ok"].map({True: "ok", False: "DRIFT"})
-    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(table.to_markdown(index=False, floatfmt=".6g"))
     bad = [f"{r['row']}.{r['metric']}" for r in rows if not r["ok"]]
     if bad:
         print(f"drift in {len(bad)} of {len(rows)} checks: {', '.join(bad)}", file=sys.stderr)

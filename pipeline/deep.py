@@ -14,7 +14,12 @@ from actgrad.config import ParamsError
 from actgrad.deep import run_deep
 from actgrad.diagnostics import block_means
 from actgrad.errors import Diverged
-from actgrad.plots import density_panels_figure, depth_color, update_ratio_figure
+from actgrad.plots import (
+    density_panels_figure,
+    depth_color,
+    spectrum_figure,
+    update_ratio_figure,
+)
 
 from . import records
 from .inputs import load_split, load_vocab
@@ -38,21 +43,31 @@ def finite(value):
 
 
 def describe(cfg, train):
-    layers = "Linear" + " → BatchNorm1d" * cfg.batchnorm + " → Tanh" * cfg.tanh
-    return f"{train.n_layers} × ({layers}), gain {cfg.gain:.3g}"
+    layers = "Linear" + " → BatchNorm1d" * cfg.batchnorm + f" → {cfg.activation.name}"
+    return f"{train.n_layers} × ({layers}), gain {cfg.gain:.3g}, {cfg.optimizer.name}"
 
 
-def metrics_of(result):
-    """The JSON: losses, and each read-out's numbers (init, and final unless training diverged)."""
+def spread_only(spectra):
+    """The spectra without the singular values themselves (they go to the figure)."""
+    return spectra and {k: v for k, v in spectra.items() if k != "values"}
+
+
+def metrics_of(result, cfg):
+    """The JSON: losses, each read-out's numbers (init, and final unless training diverged) and
+    the spread of the singular values at both."""
+    losses = result.split_losses or {}
     return {
+        "optimizer": cfg.optimizer.name,
         "init_loss": result.losses[0],
         "final_batch_loss": result.losses[-1],
-        "train_loss": result.train_loss,
+        "train_loss": losses.get("train"),
+        "val_loss": losses.get("val"),
         "steps_run": len(result.losses),
         "diverged_at_step": result.diverged_at,
         "update_ratio_log10": {k: finite(v[-1]) for k, v in result.update_ratios.items()},
         "init": {"layers": result.init.layers, "weights": result.init.weights},
         "final": result.final and {"layers": result.final.layers, "weights": result.final.weights},
+        "spectra": {moment: spread_only(s) for moment, s in result.spectra.items()},
     }
 
 
@@ -109,11 +124,27 @@ def write_figures(name, cfg, train, result, paths):
         update_ratio_figure(
             range(1, len(result.losses) + 1),
             ratios,
-            title.format(f"update:data ratio per step, lr {train.lr:g}"),
+            title.format("update:data ratio per step, std(θ after - θ before) / std(θ after)"),
             tmp,
             colors=dict(zip(ratios, weight_colors)),
             legend_below=True,
         )
+    spectra = {"init": result.spectra["init"]["values"]}
+    if result.spectra["final"]:
+        spectra[f"after step {train.steps}"] = result.spectra["final"]["values"]
+    panels = {
+        "the hidden stack's Jacobian, each example": {
+            moment: values["jacobian"] for moment, values in spectra.items()
+        },
+        f"hidden weights W2 ... W{n}": {
+            moment: [
+                x for k, v in values.items() if k not in ("jacobian", "W1", f"W{n + 1}") for x in v
+            ]
+            for moment, values in spectra.items()
+        },
+    }
+    with atomic_path(paths["spectrum"]) as tmp:
+        spectrum_figure(panels, title.format("singular values"), tmp)
 
 
 @click.command()
@@ -127,7 +158,7 @@ def main(config, data):
     cfg, train = params.deep[config], params.deep_train
     record = records.deep(params, config)
     client, exp_id = mlflow_client()
-    X, Y = load_split(data, "train")
+    splits = {name: load_split(data, name) for name in ("train", "val")}
     vocab_size = len(load_vocab(data))
     torch.set_num_threads(1)
     log(f"deep@{config}: {describe(cfg, train)}, {train.steps:,} steps")
@@ -135,23 +166,21 @@ def main(config, data):
 
     with records.open_runs(client, exp_id, record, params) as runs:
         try:
-            result = run_deep(cfg, train, X, Y, vocab_size)
+            result = run_deep(cfg, train, splits, vocab_size)
         except Diverged as e:
             raise click.ClickException(
-                f"deep@{config}: {e}; lower deep.{config}.gain or deep_train.lr"
+                f"deep@{config}: {e}; lower deep.{config}.gain or its optimizer's lr"
             ) from None
         outputs = record.outputs
         write_figures(config, cfg, train, result, {k: outputs[k] for k in records.DEEP_FIGURES})
-        write_json(outputs["metrics"], metrics_of(result))
+        write_json(outputs["metrics"], metrics_of(result, cfg))
         curves = {"batch_loss": result.losses}
         curves |= {f"update_ratio_log10.{k}": r for k, r in result.update_ratios.items()}
         write_csv(outputs["series"], ["step", *curves], curve_rows(curves))
         records.log_outputs(client, runs, record, params)
-    outcome = (
-        f"diverged at step {result.diverged_at}"
-        if result.diverged_at
-        else f"train loss {result.train_loss:.4f}"
-    )
+    losses = result.split_losses
+    outcome = losses and f"train {losses['train']:.4f} val {losses['val']:.4f}"
+    outcome = outcome or f"diverged at step {result.diverged_at}"
     log(f"deep@{config}: done in {time.time() - started:.0f}s, {outcome}")
 
 

@@ -11,7 +11,6 @@ function, and add the builder to KINDS under the stage's name in dvc.yaml.
 """
 
 import csv
-import dataclasses
 import hashlib
 import json
 import math
@@ -21,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actgrad.config import plain
 from actgrad.plots import loss_curve_figure
 
 from .outputs import md5_of
@@ -28,7 +28,7 @@ from .stage import StageError
 from .tracking import log_datasets, log_values, mlflow_run, run_tags, set_tags
 
 SPLIT_SUMMARY = Path("metrics/split.json")  # what the split holds: the runs' dataset inputs
-DEEP_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio")
+DEEP_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio", "spectrum")
 
 
 @dataclass
@@ -121,6 +121,7 @@ def train(params, variant):
             "model": Path(f"models/{variant}.pt"),
             "init": Path(f"reports/figures/{variant}_init.png"),
             "update_ratio": Path(f"reports/figures/{variant}_update_ratio.png"),
+            "units": Path(f"reports/figures/{variant}_units.png"),
             "samples": Path(f"reports/samples/{variant}.txt"),
             "metrics": Path(f"metrics/{variant}.json"),
             "curve": Path(f"metrics/curves/{variant}.csv"),
@@ -134,17 +135,18 @@ def train(params, variant):
 
 def fill_train(client, runs, record, params):
     """The variant's run: its metrics, the lecture seed's curve and the mean over seeds, the
-    figures and files; each seed's run: its losses and its curves."""
+    figures and files; each seed's run: its losses and its curves (the gradient norms stay in
+    the CSV and the figure: thousands of points per seed, seconds of logging)."""
     outputs, variant = record.outputs, record.key
-    train_params = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "seeds"}
-    run_params = flatten({"variant": dataclasses.asdict(params.variants[variant])})
-    run_params |= flatten({"train": train_params})
+    train_params = {k: v for k, v in plain(params.train).items() if k != "seeds"}
+    run_params = flatten({"variant": plain(params.variants[variant]), "train": train_params})
     metrics = read_metrics(outputs["metrics"])
     per_seed = metrics.pop("seeds")
     log_values(client, runs.top, numbers(metrics), run_params, read_series(outputs["curve"]))
     series = read_series(outputs["series"], by="seed")
     for seed, run_id in runs.children.items():
-        log_values(client, run_id, numbers(per_seed[str(seed)]), run_params, series[seed])
+        curves = {k: v for k, v in series[seed].items() if not k.startswith("grad_norm_")}
+        log_values(client, run_id, numbers(per_seed[str(seed)]), run_params, curves)
     with tempfile.TemporaryDirectory() as tmp:
         seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
         steps = [step for step, _ in series[params.train.seeds[0]]["log10_loss"]]
@@ -165,6 +167,7 @@ def calibrate(params):
         source="pipeline/calibrate.py",
         name="calibrate",
         outputs={
+            "statistics": Path(f"models/{params.calibrate.variant}_calibrated.pt"),
             "figure": Path("reports/figures/bn_calibration.png"),
             "metrics": Path("metrics/calibrate.json"),
         },
@@ -177,7 +180,30 @@ def fill_calibrate(client, runs, record, params):
     metrics = read_metrics(record.outputs["metrics"])
     metrics.pop("seeds")  # the mean and sd over them stay
     log_values(client, runs.top, numbers(metrics), {"variant": params.calibrate.variant})
-    log_files(client, runs.top, record.outputs.values())
+    log_files(client, runs.top, [record.outputs["figure"], record.outputs["metrics"]])
+
+
+def fold(params):
+    variant = params.calibrate.variant
+    return Record(
+        stage="fold",
+        source="pipeline/fold.py",
+        name="fold",
+        outputs={
+            "model": Path(f"models/{variant}_folded.pt"),
+            "metrics": Path("metrics/fold.json"),
+        },
+        fill=fill_fold,
+        tags={"variant": variant},
+    )
+
+
+def fill_fold(client, runs, record, params):
+    metrics = read_metrics(record.outputs["metrics"])
+    metrics.pop("seeds")
+    run_params = {"variant": params.calibrate.variant} | flatten({"fold": plain(params.fold)})
+    log_values(client, runs.top, numbers(metrics), run_params)
+    log_files(client, runs.top, [record.outputs["metrics"]])
 
 
 def deep(params, config):
@@ -198,8 +224,9 @@ def deep(params, config):
 
 def fill_deep(client, runs, record, params):
     """Every number of the JSON as a metric, except those the curves end on."""
-    run_params = flatten({"deep": dataclasses.asdict(params.deep[record.key])})
-    run_params |= flatten({"deep_train": dataclasses.asdict(params.deep_train)})
+    run_params = flatten(
+        {"deep": plain(params.deep[record.key]), "deep_train": plain(params.deep_train)}
+    )
     series = read_series(record.outputs["series"])
     metrics = numbers(read_metrics(record.outputs["metrics"]))
     metrics = {k: v for k, v in metrics.items() if k not in series}
@@ -231,6 +258,7 @@ KINDS = {  # stage name in dvc.yaml: its Record builder, or None for a stage tha
     "split": None,
     "train": train,
     "calibrate": calibrate,
+    "fold": fold,
     "deep": deep,
     "report": report,
 }

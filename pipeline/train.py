@@ -239,6 +239,7 @@ def train_variant(name, params, data, workers):
 @click.option("--data", default="data/split", show_default=True)
 @click.option(
     "--workers",
+    type=int,
     default=lambda: int(os.environ.get(WORKERS_ENV, os.cpu_count())),
     show_default=f"${WORKERS_ENV}, else one per core",
     help="processes to spread the seeds over (the numbers do not depend on it)",

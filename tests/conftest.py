@@ -48,9 +48,11 @@ def run(cmd, cwd, env=None, check=True, **kwargs):
 def small_params(path, steps=300, seeds=(LECTURE_SEED, 1), **overrides):
     """Rewrite params.yaml in `path` for a quick run."""
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["train"].update(
-        steps=steps, lr_decay_step=steps // 2, curve_every=100, seeds=list(seeds)
-    )
+    params["train"].update(steps=steps, curve_every=100, units_every=100, seeds=list(seeds))
+    params["train"]["optimizer"]["decay_step"] = steps // 2
+    for variant in params["variants"].values():
+        if "optimizer" in variant:
+            variant["optimizer"]["decay_step"] = steps // 2
     params["deep_train"]["steps"] = 100
     for key, value in overrides.items():
         section, name = key.split(".", 1)

@@ -91,11 +91,17 @@ def test_linear_stacks_preserve_grow_or_shrink(results):
 
 
 def test_lars_trains_the_stacks_that_sgd_cannot(results):
-    """Each matrix's update is lr · trust of its size, whatever its gradient: log10 0.001 = -3."""
-    for name in ("linear_gain_5_3_lars", "tanh_gain_3_lars"):
+    """Each matrix moves by its own size times lr · trust, whatever its gradient: all layers
+    at one update:data ratio, where SGD's spread over an order of magnitude."""
+    assert results["linear_gain_5_3"].diverged_at is not None
+    for name, sgd in (("linear_gain_5_3_lars", None), ("tanh_gain_3_lars", "tanh_gain_3")):
         run = results[name]
         assert run.diverged_at is None and run.split_losses["val"] < run.losses[0] - 0.5
-        assert [r[-1] for r in run.update_ratios.values()] == pytest.approx([-3.0] * 7, abs=1e-3)
+        last = [r[-1] for r in run.update_ratios.values()]
+        assert max(last) - min(last) < 0.2
+        if sgd:
+            sgd_last = [r[-1] for r in results[sgd].update_ratios.values()]
+            assert max(sgd_last) - min(sgd_last) > 1
 
 
 def test_batchnorm_keeps_every_layer_near_unit_std(results):

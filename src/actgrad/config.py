@@ -205,6 +205,11 @@ class TrainConfig:
                 f"{key}.seeds: must be a non-empty list of distinct integers >= 0, "
                 f"got {list(self.seeds)}"
             )
+        if self.units_every % self.curve_every:
+            raise ParamsError(
+                f"{key}.units_every: must be a multiple of {key}.curve_every "
+                f"({self.curve_every}), got {self.units_every}"
+            )
 
 
 @dataclass(frozen=True)
@@ -266,11 +271,14 @@ class DeepTrainConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """How the report groups the variants: the lecture's rows, and what each other one is
-    compared with."""
+    """What the report shows: the lecture's rows, what each other variant and deep config is
+    set against, and the variants that answer the exercises."""
 
     lecture: tuple[str, ...] = ()
-    compare: dict[str, str] = field(default_factory=dict)
+    compare: dict[str, str] = field(default_factory=dict)  # variant: the one it changes
+    deep_compare: dict[str, str] = field(default_factory=dict)  # deep config: the same with SGD
+    zero_init: str | None = None  # E01: all weights and biases zero
+    symmetry: tuple[str, ...] = ()  # constant init, then the same with one random tensor
 
 
 @dataclass(frozen=True)
@@ -304,13 +312,22 @@ class Params:
                 f"calibrate.variant: {self.calibrate.variant!r} has no BatchNorm; choose one of "
                 f"{sorted(n for n, v in self.variants.items() if isinstance(v.norm, BatchNorm))}"
             )
-        for i, name in enumerate(self.report.lecture):
+        report = self.report
+        names = [(f"report.lecture[{i}]", n) for i, n in enumerate(report.lecture)]
+        names += [(f"report.symmetry[{i}]", n) for i, n in enumerate(report.symmetry)]
+        names += [
+            (f"report.compare.{n}", m) for n, other in report.compare.items() for m in (n, other)
+        ]
+        names += [("report.zero_init", report.zero_init)] if report.zero_init else []
+        for key, name in names:
             if name not in self.variants:
-                raise ParamsError(f"report.lecture[{i}]: {name!r} is not a variant")
-        for name, other in self.report.compare.items():
-            for value in (name, other):
-                if value not in self.variants:
-                    raise ParamsError(f"report.compare.{name}: {value!r} is not a variant")
+                raise ParamsError(f"{key}: {name!r} is not a variant")
+        for name, other in report.deep_compare.items():
+            for config in (name, other):
+                if config not in self.deep:
+                    raise ParamsError(
+                        f"report.deep_compare.{name}: {config!r} is not a deep config"
+                    )
 
     def resolved(self):
         """These params with every variant's and deep config's optimizer filled in."""
@@ -398,6 +415,18 @@ def build(cls, values, key="", allowed_extra=()):
     if hasattr(obj, "validate"):
         obj.validate(key)
     return obj
+
+
+def plain(value):
+    """Params as plain values, for the record: a piece with its name, an Init in words."""
+    if isinstance(value, Init):
+        return str(value)
+    if dataclasses.is_dataclass(value):
+        named = {"name": value.name} if hasattr(type(value), "name") else {}
+        return named | {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
 
 
 def load_params(values):

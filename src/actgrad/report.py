@@ -124,6 +124,13 @@ def beyond_table(rows, metrics, compare):
     return pd.DataFrame(table)
 
 
+def ratio(value):
+    """A log10 update:data ratio; a weight that never moves (log10 0) says so."""
+    if value == -math.inf:
+        return "never moves"
+    return "stays 0" if math.isnan(value) else f"{value:.2f}"
+
+
 def _count(value):
     return "" if value is None or math.isnan(value) else f"{value:.0f}"
 
@@ -145,7 +152,7 @@ def instruments_table(rows):
                 "dead (split): most, final": f"{_count(m['dead_units_max'])}, "
                 f"{_count(m['dead_units_final'])}".strip(", "),
                 "distinct units": _count(m["distinct_units_final"]),
-                **{f"log10 update:data {k}": f"{v:.2f}" for k, v in ud.items()},
+                **{f"log10 update:data {k}": ratio(v) for k, v in ud.items()},
             }
         )
     return pd.DataFrame(table)
