@@ -2,13 +2,15 @@
 
 One `dvc repro` runs its stages one at a time. This runs the same DAG as three phases:
 the stages that everything else needs (download, split), then the independent branches after
-them spread over `--jobs` lanes, each a `dvc repro <its stages>` running alongside the others,
-then whatever joins the branches (the report). DVC still decides what is out of date and
-records every stage in dvc.lock; a train stage in a lane trains all its seeds in one process.
+them that hold an out-of-date stage, spread over `--jobs` lanes, each a `dvc repro <its
+stages>` running alongside the others, then whatever joins the branches (the report). DVC
+still decides what is out of date and records every stage in dvc.lock; a train stage in a
+lane trains all its seeds in one process.
 
     python -m pipeline.repro [--jobs 2] [--force]
 """
 
+import json
 import os
 import re
 import subprocess
@@ -30,12 +32,19 @@ def read_dag():
     return list(TopologicalSorter(needs).static_order()), needs
 
 
-def plan(stages, needs, jobs):
+def out_of_date():
+    """The stages `dvc status` finds changed (before any of their upstream reruns)."""
+    status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    return set(json.loads(status.stdout))
+
+
+def plan(stages, needs, jobs, todo=None):
     """(shared stages, lanes of stages, joining stages).
 
     Shared: the ancestors of more than one branch. A branch is a connected group of the other
-    stages; a stage that depends on more than one branch joins them and runs last. Branches go
-    to the lane with the least estimated work so far, the most costly first.
+    stages; a stage that depends on more than one branch joins them and runs last. Branches
+    with a stage in `todo` (all of them if None) go to the lane with the least estimated work
+    so far, the most costly first; the others are up to date and left out.
     """
     # follow the graph from each stage with no dependencies down to where the paths fork
     shared = set()
@@ -64,7 +73,8 @@ def plan(stages, needs, jobs):
     def cost(branch):
         return sum(TRAIN_COST if s.startswith("train@") else 1 for s in branch)
 
-    for branch in sorted(branches.values(), key=cost, reverse=True):
+    busy = [b for b in branches.values() if todo is None or todo & set(b)]
+    for branch in sorted(busy, key=cost, reverse=True):
         lane = work.index(min(work))
         lanes[lane] += branch
         work[lane] += cost(branch)
@@ -74,7 +84,10 @@ def plan(stages, needs, jobs):
 
 def dvc_repro(stages, force, env=None):
     """A `dvc repro` of exactly `stages` (their upstream is already built)."""
-    command = ["dvc", "repro", "--single-item", *(["--force"] if force else []), *stages]
+    # the lanes take turns with DVC's repo lock (held while it reads the project and writes
+    # dvc.lock, not while a stage's command runs): wait for it rather than fail
+    command = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else [])]
+    command += stages
     return subprocess.Popen(command, env=env)
 
 
@@ -83,16 +96,19 @@ def dvc_repro(stages, force, env=None):
 @click.option("--force", "-f", is_flag=True, help="rerun every stage, as `dvc repro -f`")
 def main(jobs, force):
     stages, needs = read_dag()
-    shared, lanes, joins = plan(stages, needs, jobs)
+    shared = plan(stages, needs, jobs)[0]
     if dvc_repro(shared, force).wait():
         sys.exit("Error: a shared stage failed; see DVC's message above")
+    # only now, with the shared stages current, does `dvc status` see what their users need
+    _, lanes, joins = plan(stages, needs, jobs, None if force else out_of_date())
     # one process per train stage: the lanes already keep every core busy
     env = {**os.environ, "ACTGRAD_WORKERS": "1"}
     running = [dvc_repro(lane, force, env) for lane in lanes]
-    failed = [lane for lane, proc in zip(lanes, running) if proc.wait()]
-    if failed:
-        names = "; ".join(", ".join(lane) for lane in failed)
-        sys.exit(f"Error: a stage failed in the lane of {names}; see DVC's message above")
+    if [proc.wait() for proc in running].count(0) < len(running):
+        sys.exit(
+            "Error: a stage failed and stopped its lane (DVC's message above names it); the "
+            "other lanes finished, and the stages that join them did not run"
+        )
     if joins and dvc_repro(joins, force).wait():
         sys.exit(f"Error: {', '.join(joins)} failed; see DVC's message above")
 

@@ -32,8 +32,9 @@ def zero_init(name, m):
         f"With every weight and bias of `{name}` zero, only {listing(trained)} ever "
         f"{'gets' if len(trained) == 1 else 'get'} a non-zero gradient (from step "
         f"{min(first[t] for t in trained)}), and {listing(still)} end exactly where they "
-        f"started (lecture seed; the gradients' norms are read every few steps, the weights "
-        f"compared at the end). The seeds end with {units} distinct hidden unit(s)."
+        f"started (lecture seed; the gradients' norms are read every train.ratio_every steps, "
+        f"the weights compared at the end). The seeds end with {units} distinct hidden "
+        "unit(s)."
     )
     if trained == ["b2"]:
         gap = m["train_loss"] - m["unigram_train_loss"]
@@ -84,30 +85,28 @@ def fold(variant, m, n_hidden):
 
 def lars(pairs):
     """d2l 5.4, exercise 4: LARS on the deep stacks that SGD cannot train."""
-    lines = []
+    lines, spreads = [], []
     for (name, m), (other, om) in pairs:
         ratios = [v for v in m["update_ratio_log10"].values() if v is not None]
-        sgd = (
-            f"diverges at step {om['diverged_at_step']}"
-            if om["diverged_at_step"]
-            else f"reaches val {om['val_loss']:.4f}"
-        )
-        lars_outcome = (
-            f"diverges at step {m['diverged_at_step']}"
-            if m["diverged_at_step"]
-            else f"reaches val {m['val_loss']:.4f}"
-        )
-        low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
-        spread = f"at {low}" if low == high else f"between {low} and {high}"
         lines.append(
-            f"`{other}` with SGD {sgd}; `{name}` with LARS {lars_outcome}, every weight's last "
-            f"log10 update:data {spread}."
+            f"`{other}` with SGD {outcome(om)}; `{name}` with LARS {outcome(m)}, every weight's "
+            f"last log10 update:data between {min(ratios):.2f} and {max(ratios):.2f}."
         )
+        if not om["diverged_at_step"]:
+            sgd = [v for v in om["update_ratio_log10"].values() if v is not None]
+            spreads.append(f"{min(sgd):.2f} to {max(sgd):.2f} for `{other}`")
+    sgd_note = f", where SGD's spread from {'; '.join(spreads)}" if spreads else ""
     return " ".join(lines) + (
-        " LARS scales each matrix's step by ‖w‖ / ‖g‖, so a layer moves by lr · trust of its own "
-        "size whatever its gradient: the update:data ratio is set by the optimizer, not by how "
-        "the gain grew or shrank the gradients on the way down the stack."
+        " LARS scales each matrix's step by trust · ‖w‖ / ‖g‖, so every layer moves by the same "
+        "fraction of its own size, set by lr, trust and momentum whatever its gradient: one "
+        f"update:data ratio for the whole stack{sgd_note}."
     )
+
+
+def outcome(m):
+    if m["diverged_at_step"]:
+        return f"diverges at step {m['diverged_at_step']}"
+    return f"reaches val {m['val_loss']:.4f}"
 
 
 def conditioning(rows, tanh_gains):

@@ -90,8 +90,10 @@ def batch_stats(w, X, variant):
 def fold_batchnorm(w, stats):
     """One seed's weights with BatchNorm (normalising with `stats`) folded into W1 and a new b1:
     gain · (x W1 - mean) / std + bias = x (W1 · gain / std) + (bias - mean · gain / std)."""
-    scale = w["norm_gain"] / stats["std"]
+    tensors = (w["norm_gain"], w["norm_bias"], stats["mean"], stats["std"])
+    gain, bias, mean, std = (t.double() for t in tensors)
+    scale = gain / std  # in float64, so that the folded weights carry one rounding each
     folded = {name: w[name] for name in ("C", "W2", "b2")}
-    folded["W1"] = w["W1"] * scale
-    folded["b1"] = w["norm_bias"] - stats["mean"] * scale
+    folded["W1"] = (w["W1"].double() * scale).to(w["W1"].dtype)
+    folded["b1"] = (bias - mean * scale).to(w["W1"].dtype)
     return folded

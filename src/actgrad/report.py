@@ -125,10 +125,11 @@ def beyond_table(rows, metrics, compare):
 
 
 def ratio(value):
-    """A log10 update:data ratio; a weight that never moves (log10 0) says so."""
+    """A log10 update:data ratio: "never moves" for log10 0, "n/a" for 0/0 (a weight whose
+    entries are all equal, as zero or constant init makes them, has no spread to compare with)."""
     if value == -math.inf:
         return "never moves"
-    return "stays 0" if math.isnan(value) else f"{value:.2f}"
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
 def _count(value):
