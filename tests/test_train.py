@@ -9,6 +9,7 @@ from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
 from actgrad.config import load_params
+from actgrad.diagnostics import one_unit_loss
 from actgrad.model import init_weights, seed_losses
 from actgrad.train import Diverged, train, train_seeds
 
@@ -80,6 +81,12 @@ def test_one_process_or_one_per_seed_give_the_same_bits(splits):
     for name in one_w.params:
         assert torch.equal(one_w.params[name], three_w.params[name]), name
     assert torch.equal(one_w.running["mean"], three_w.running["mean"])
+    # and so does every number computed from them, whatever process trained them
+    Xv, Yv = splits[1]["val"]
+    assert seed_losses(one_w, v, Xv, Yv) == seed_losses(three_w, v, Xv, Yv)
+    for s in range(len(cfg.seeds)):
+        one, three = one_w.seed_slice(s), three_w.seed_slice(s)
+        assert one_unit_loss(one, v, Xv, Yv) == one_unit_loss(three, v, Xv, Yv)
 
 
 def test_training_lowers_the_loss_of_every_seed(splits):

@@ -212,6 +212,9 @@ def train(weights, generators, X, Y, cfg, variant, on_chunk=None):
             on_chunk(start + n, losses[: start + n].T)
     units.append(unit_counts(weights, variant, contexts))
     dead, distinct = (torch.stack(c, 1) for c in zip(*units))
+    # out of the engine's buffers into tensors of their own: every later computation then sees
+    # the same memory layout, here or after a trip through another process, and the same bits
+    weights.params = {name: t.contiguous() for name, t in engine.params.items()}
     return TrainResult(
         losses.T.contiguous(),
         update_ratio.transpose(0, 1).contiguous(),
