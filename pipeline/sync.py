@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import click
-import yaml
+from ruamel.yaml import YAML
 
 from . import records
 from .outputs import md5_of
@@ -25,7 +25,8 @@ from .tracking import mlflow_client, set_tags
 
 def read_lock(path="dvc.lock"):
     try:
-        return yaml.safe_load(Path(path).read_text())["stages"]
+        # DVC writes YAML 1.2, where 1e-05 is a number (PyYAML's YAML 1.1 reads a string)
+        return YAML(typ="safe", pure=True).load(Path(path).read_text())["stages"]
     except FileNotFoundError:
         raise StageError(f"{path}: no such file; `dvc repro` runs the pipeline first") from None
 

@@ -28,11 +28,13 @@ from mlflow.tracking import MlflowClient
 
 from actgrad.model import Weights
 
-COMMANDS = {
-    "download": ["pipeline.download"],
-    "split": ["pipeline.split"],
-    "train": ["pipeline.train", "kaiming"],
-    "calibrate": ["pipeline.calibrate"],
+COMMANDS = {  # each stage's module, and the key a foreach stage runs with unless told
+    "download": ("pipeline.download", None),
+    "split": ("pipeline.split", None),
+    "train": ("pipeline.train", "kaiming"),
+    "calibrate": ("pipeline.calibrate", None),
+    "fold": ("pipeline.fold", None),
+    "deep": ("pipeline.deep", "batchnorm"),
 }
 
 
@@ -43,7 +45,7 @@ def copy(reproduced, tmp_path):
 
 
 def set_param(path, key, value):
-    """Set a dotted key ("train.steps", "variants.kaiming.w3_scale", "trian") in params.yaml."""
+    """Set a dotted key ("train.steps", "variants.kaiming.init.W3", "trian") in params.yaml."""
     params = yaml.safe_load((path / "params.yaml").read_text())
     *parents, name = key.split(".")
     section = params
@@ -53,29 +55,27 @@ def set_param(path, key, value):
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def outputs(stage, path):
-    """What dvc.yaml says `stage` writes (train: the kaiming variant's)."""
-    spec = yaml.safe_load((path / "dvc.yaml").read_text())["stages"][stage]
-    spec = spec.get("do", spec)
-    outs = [
-        o if isinstance(o, str) else next(iter(o))
-        for k in ("outs", "metrics", "plots")
-        for o in spec.get(k, [])
-    ]
-    return [o.replace("${key}", "kaiming") for o in outs]
+def outputs(stage, path, key=None):
+    """What dvc.lock says `stage` writes, its paths resolved; for a foreach stage, that of
+    `key` (by default the key COMMANDS runs it with)."""
+    key = key or COMMANDS[stage][1]
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    return [o["path"] for o in lock[f"{stage}@{key}" if key else stage]["outs"]]
 
 
-def remove_outputs(stage, path):
+def remove_outputs(stage, path, key=None):
     """Delete a stage's outputs, as DVC does before it runs the stage."""
-    for out in outputs(stage, path):
+    for out in outputs(stage, path, key):
         shutil.rmtree(path / out, ignore_errors=True)
         (path / out).unlink(missing_ok=True)
 
 
-def run_stage(stage, path, env):
-    """Run a stage command as DVC does, on a workspace without its outputs."""
-    remove_outputs(stage, path)
-    return run([sys.executable, "-m", *COMMANDS[stage]], path, env, check=False)
+def run_stage(stage, path, env, key=None):
+    """Run a stage command as DVC does, on a workspace without its outputs; a foreach stage
+    with `key`, by default the one COMMANDS names."""
+    module, key = COMMANDS[stage][0], key or COMMANDS[stage][1]
+    remove_outputs(stage, path, key)
+    return run([sys.executable, "-m", module, *([key] if key else [])], path, env, check=False)
 
 
 def error_line(out):
@@ -88,8 +88,8 @@ def error_line(out):
     return lines[-1]
 
 
-def assert_no_outputs(stage, path):
-    for out in outputs(stage, path):
+def assert_no_outputs(stage, path, key=None):
+    for out in outputs(stage, path, key):
         assert not (path / out).exists(), out
         assert not list((path / out).parent.glob(f".{Path(out).name}.*")), f"temp file of {out}"
 
@@ -265,9 +265,18 @@ TRUNCATED = names_file().read_bytes()[:1000]
 
 README_CASES = {  # the first cell of each row of the README's table: how to make it happen
     "a value out of range": bad_param("train.steps", 0, "train"),
-    "a value of the wrong type": bad_param("train.lr", "fast", "train"),
+    "a value of the wrong type": bad_param("train.optimizer.lr", "fast", "train"),
     "a misspelt key (the allowed keys are listed)": bad_param("train.stepz", 300, "train"),
-    "a field a variant does not have": bad_param("variants.kaiming.w3_scale", 1.0, "train"),
+    "a key a variant does not have": bad_param("variants.kaiming.inti", {"W1": 1.0}, "train"),
+    "an init for a tensor the model does not have": bad_param(
+        "variants.kaiming.init.W3", 1.0, "train"
+    ),
+    "an activation, norm or optimizer that does not exist (the choices are listed)": bad_param(
+        "variants.kaiming.activation", "swish", "train"
+    ),
+    "a hyperparameter of an activation, norm or optimizer out of range": bad_param(
+        "variants.batchnorm.norm", {"name": "batchnorm", "momentum": 2}, "calibrate"
+    ),
     "no seeds, or a repeated seed": bad_param("train.seeds", [], "train"),
     "split fractions that do not add up": bad_param("split.fractions", [0.8, 0.1, 0.2], "split"),
     "a split that would be empty": bad_param("split.fractions", [0.99999, 5e-6, 5e-6], "split"),
@@ -283,7 +292,7 @@ README_CASES = {  # the first cell of each row of the README's table: how to mak
     "a name with a character outside a-z": names_text("anna\nZoe\nbob\n"),
     "a stage run by hand before the stage it depends on": names_text(None),
     "training diverges (a loss above `train.max_loss`, NaN or inf)": bad_param(
-        "train.lr", 100, "train"
+        "train.optimizer.lr", 100, "train"
     ),
     "Ctrl-C, or `kill` (SIGTERM), during `dvc repro`": interrupted_repro,
     "`MLFLOW_TRACKING_URI` is a sqlite file in a folder that does not exist": missing_store_folder,
@@ -308,7 +317,13 @@ def test_each_failure_in_the_readme_shows_what_the_readme_says(copy, tmp_path, w
 
 BAD_PARAMS = [  # more than the README's table shows
     ("train.batch_size", 0, "train", "train.batch_size: must be an integer > 0, got 0"),
-    ("train.lr", -0.1, "train", "train.lr: must be a number > 0, got -0.1"),
+    (
+        "train.batch_size",
+        1,
+        "train",
+        "train.batch_size: must be an integer >= 2 (BatchNorm needs a batch std), got 1",
+    ),
+    ("train.optimizer.lr", -0.1, "train", "train.optimizer.lr: must be a number > 0, got -0.1"),
     ("train.n_hidden", 0, "train", "train.n_hidden: must be an integer > 0, got 0"),
     ("train.steps", "many", "train", "train.steps: expected an integer, got 'many'"),
     (
@@ -318,14 +333,100 @@ BAD_PARAMS = [  # more than the README's table shows
         "train.seeds: must be a non-empty list of distinct integers >= 0, got [1, 1]",
     ),
     (
-        "variants.kaiming.batchnorm",
+        "train.units_every",
+        150,
+        "train",
+        "train.units_every: must be a multiple of train.curve_every (100), got 150",
+    ),
+    (
+        "train.optimizer.decayed_lr",
+        None,
+        "train",
+        "train.optimizer.decayed_lr: must be a number > 0 when decay_step is set, got None",
+    ),
+    (
+        "train.optimizer.momentum",
+        0.9,
+        "train",
+        "train.optimizer.momentum: unknown key; allowed keys are name, lr, decay_step, decayed_lr",
+    ),
+    (
+        "variants.adam.optimizer.name",
+        "adagrad",
+        "train",
+        "variants.adam.optimizer.name: unknown optimizer 'adagrad'; "
+        "choose one of sgd, momentum, adam, lars",
+    ),
+    (
+        "variants.adam.optimizer.beta1",
+        1.0,
+        "train",
+        "variants.adam.optimizer.beta1: must be in [0, 1), got 1.0",
+    ),
+    (
+        "variants.kaiming.norm",
         "yes",
         "train",
-        "variants.kaiming.batchnorm: expected true or false, got 'yes'",
+        "variants.kaiming.norm.name: unknown norm 'yes'; choose one of none, batchnorm, layernorm",
     ),
-    ("trian", {"steps": 300}, "train", "trian: unknown key; allowed keys are data, split, train"),
+    (
+        "variants.kaiming.activation",
+        {"name": "leaky_relu", "slope": 1.5},
+        "train",
+        "variants.kaiming.activation.slope: must be in [0, 1), got 1.5",
+    ),
+    (
+        "variants.kaiming.init.W1",
+        {"kaiming": {"gian": 1}},
+        "train",
+        "variants.kaiming.init.W1.kaiming.gian: unknown key; allowed keys are gain",
+    ),
+    (
+        "variants.kaiming.init.W1",
+        "he",
+        "train",
+        "variants.kaiming.init.W1: expected a number (randn scale), kaiming, xavier, zeros, "
+        "{kaiming: {gain: g}}, {xavier: {gain: g}} or {constant: v}, got 'he'",
+    ),
+    (
+        "variants.batchnorm.init.b1",
+        0.01,
+        "calibrate",
+        "variants.batchnorm.init.b1: a batchnorm variant has no b1 (the norm's bias replaces "
+        "it); remove it",
+    ),
+    (
+        "variants.kaiming.activation",
+        "gelu",
+        "train",
+        "variants.kaiming.init.W1: gelu has no standard kaiming gain; give one, "
+        "e.g. {kaiming: {gain: 1.4142}}",
+    ),
+    (
+        "trian",
+        {"steps": 300},
+        "train",
+        "trian: unknown key; allowed keys are data, split, train, variants, calibrate, fold, "
+        "deep, deep_train, report",
+    ),
     ("split.block_size", 0, "split", "split.block_size: must be an integer >= 1, got 0"),
     ("data.sha256", "abc", "download", "data.sha256: expected 64 lowercase hex digits, got 'abc'"),
+    ("fold.tolerance", 0, "fold", "fold.tolerance: must be a number > 0, got 0.0"),
+    (
+        "deep.batchnorm.batchnorm",
+        "yes",
+        "deep",
+        "deep.batchnorm.batchnorm: expected true or false, got 'yes'",
+    ),
+    (
+        "deep.batchnorm.activation",
+        "swish",
+        "deep",
+        "deep.batchnorm.activation.name: unknown activation 'swish'; "
+        "choose one of tanh, sigmoid, relu, leaky_relu, elu, gelu, linear",
+    ),
+    ("deep_train.bn_momentum", 0, "deep", "deep_train.bn_momentum: must be in (0, 1], got 0.0"),
+    ("report.compare.xavier", "nope", "train", "report.compare.xavier: 'nope' is not a variant"),
 ]
 
 
@@ -334,7 +435,7 @@ def test_a_bad_param_stops_the_stage_with_one_line_naming_it(copy, key, value, s
     path, env = copy
     set_param(path, key, value)
     out = run_stage(stage, path, env)
-    assert error_line(out).startswith(f"Error: {message}")
+    assert error_line(out) == f"Error: {message}"
     assert out.stderr.strip() == error_line(out)  # checked before the stage does anything
     assert_no_outputs(stage, path)
 
@@ -361,15 +462,15 @@ def test_a_params_file_that_is_not_plain_yaml_is_refused(copy, text, message):
 
 def test_dvc_repro_stops_on_a_bad_param_and_reruns_once_it_is_fixed(copy):
     path, env = copy
-    set_param(path, "variants.kaiming.w2_scale", "tiny")
+    set_param(path, "variants.kaiming.init.W2", {"constant": "tiny"})
     out = run(["dvc", "repro", "train@kaiming"], path, env, check=False)
     assert out.returncode != 0
     output = out.stdout + out.stderr
-    assert "Error: variants.kaiming.w2_scale: expected a number, got 'tiny'" in output
+    assert "Error: variants.kaiming.init.W2.constant: expected a number, got 'tiny'" in output
     assert "Traceback" not in output
     assert_no_outputs("train", path)
 
-    set_param(path, "variants.kaiming.w2_scale", 0.02)
+    set_param(path, "variants.kaiming.init.W2", 0.02)
     out = run(["dvc", "repro", "train@kaiming"], path, env)
     assert "Running stage 'train@kaiming'" in out.stdout
     assert (path / "models/kaiming.pt").is_file() and (path / "metrics/kaiming.json").is_file()
@@ -392,16 +493,22 @@ def test_a_byte_that_is_not_utf8_stops_the_split_naming_file_and_line(copy):
 # --- 3. divergence ---------------------------------------------------------------------------
 
 
-def test_divergence_fails_the_stage_and_its_runs_naming_variant_seed_and_step(copy):
+@pytest.mark.parametrize(
+    "variant, lr",
+    [("kaiming", "train.optimizer.lr"), ("adam", "variants.adam.optimizer.lr")],
+    ids=["train-optimizer", "variant-optimizer"],
+)
+def test_divergence_fails_the_stage_and_its_runs_naming_seed_step_and_lr(copy, variant, lr):
+    """The message names the lr that drove the variant: its own optimizer's, else train's."""
     path, env = copy
-    set_param(path, "train.lr", 100)
-    out = run_stage("train", path, env)
+    set_param(path, lr, 100)
+    out = run_stage("train", path, env, key=variant)
     assert re.fullmatch(
-        rf"Error: train@kaiming: seed {LECTURE_SEED} diverged at step \d+ \(loss \S+\); "
-        r"lower train.lr or raise train.max_loss",
+        rf"Error: train@{variant}: seed {LECTURE_SEED} diverged at step \d+ \(loss \S+\); "
+        rf"lower {re.escape(lr)} or raise train.max_loss",
         error_line(out),
     )
-    assert_no_outputs("train", path)
+    assert_no_outputs("train", path, key=variant)
     runs = runs_of(env)
     assert len(runs) == 3  # the variant's run and one per seed
     assert {r.info.status for r in runs} == {"FAILED"}
@@ -644,13 +751,20 @@ def lock_hashes(path):
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage["outs"]}
 
 
-def test_a_forced_rerun_reproduces_every_output_bit_for_bit(copy):
+def test_a_forced_rerun_reproduces_the_outputs_bit_for_bit(copy):
+    """Every deep stage and the report again, and a train stage on one process (as
+    pipeline.repro runs it) where `dvc repro` spread its seeds over the cores: the same bytes.
+    The other stages are those a fresh clone reruns, and tests/test_records.py checks that
+    they reproduce the committed outputs there."""
     path, env = copy
     first = lock_hashes(path)
-    assert len(first) >= 15  # names, split, 3 per variant, calibrate, report
-    stages = set(yaml.safe_load((path / "dvc.lock").read_text())["stages"])
-    out = run(["dvc", "repro", "-f"], path, env)
-    assert set(re.findall(r"Running stage '(\S+)'", out.stdout)) == stages
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    # names; the split and its summary; 8 per variant; calibrate; fold; 7 per deep config; report
+    assert len(first) == 1 + 2 + 8 * len(params["variants"]) + 3 + 2 + 7 * len(params["deep"]) + 3
+    stages = [f"deep@{c}" for c in params["deep"]] + ["train@kaiming", "report"]
+    out = run(["dvc", "repro", "-f", "-s", *stages], path, {**env, "ACTGRAD_WORKERS": "1"})
+    assert sorted(re.findall(r"Running stage '(\S+)'", out.stdout)) == sorted(stages)
+    assert "train@kaiming: 2 seeds x 300 steps, 1 processes" in out.stderr
     assert lock_hashes(path) == first
 
 

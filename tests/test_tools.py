@@ -6,6 +6,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import pty
 import re
@@ -215,8 +216,10 @@ def test_make_ui_serves_the_project_store_on_localhost_only(tmp_path):
 
 
 def test_make_repro_mirrors_dvc_lock_in_mlflow_once_dvc_is_done():
-    commands = run(["make", "-n", "repro"], ROOT).stdout.splitlines()
-    assert commands.index("python -m pipeline.sync") == commands.index("dvc repro") + 1
+    repros = {"repro": "python -m pipeline.repro", "repro-all": "python -m pipeline.repro --force"}
+    for target, repro in repros.items():
+        commands = run(["make", "-n", target], ROOT).stdout.splitlines()
+        assert commands.index("python -m pipeline.sync") == commands.index(repro) + 1
 
 
 # --- 2. DVC plots and metrics -----------------------------------------------------------------
@@ -247,11 +250,16 @@ def test_plots_overlay_every_variant_and_metrics_diff_follows_a_param_change(stu
     assert all(f"metrics/{v}.json" in table for v in names)
 
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["variants"]["kaiming"]["w2_scale"] = 0.02
+    params["variants"]["kaiming"]["init"]["W2"] = 0.02
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], path, env)
+    changed = run(["git", "status", "--porcelain", "--", "metrics/*.json"], path, env).stdout
+    assert changed == " M metrics/kaiming.json\n"  # the other variants did not change
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], path, env).stdout)
-    assert list(diff) == ["metrics/kaiming.json"]  # the other variants did not change
+    # but dvc lists a metric that is NaN in a file left as it was: NaN never equals itself
+    # (zero_init's update:data ratio of a weight that never moves)
+    unchanged = [v for f, d in diff.items() if f != "metrics/kaiming.json" for v in d.values()]
+    assert all(math.isnan(v["old"]) and math.isnan(v["new"]) for v in unchanged), diff
     kaiming = diff["metrics/kaiming.json"]
     assert kaiming["val_loss"]["old"] != kaiming["val_loss"]["new"]
     assert {"train_loss", "val_loss"} <= set(kaiming)
@@ -328,7 +336,7 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
     shutil.move(env.pop("MLFLOW_TRACKING_URI").removeprefix("sqlite:///"), path / "mlflow.db")
     sweep = {"w2-002": 0.02, "w2-003": 0.03}
     for name, scale in sweep.items():
-        set_param = f"variants.kaiming.w2_scale={scale}"
+        set_param = f"variants.kaiming.init.W2={scale}"
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", set_param], path, env)
     try:
         # the workers keep the start command's stdout open while they live: don't wait on it
@@ -345,7 +353,7 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
     assert status.count("Success") == len(sweep), status
 
     keep = (
-        r"^(Experiment|State|variants\.kaiming\.w2_scale|metrics/kaiming\.json:(train|val)_loss)$"
+        r"^(Experiment|State|variants\.kaiming\.init\.W2|metrics/kaiming\.json:(train|val)_loss)$"
     )
     show = ["dvc", "exp", "show", "--drop", ".*", "--keep", keep]
     table = run([*show, "--no-pager", "--precision", "4"], path, {**env, "COLUMNS": "150"})
@@ -356,7 +364,7 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
     }
     for name, scale in sweep.items():
         assert rows[name]["State"] == "Success"
-        assert float(rows[name]["variants.kaiming.w2_scale"]) == scale
+        assert float(rows[name]["variants.kaiming.init.W2"]) == scale
 
     client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
     swept = [r for r in parent_runs(client) if r.data.tags.get("dvc_exp") in sweep]
@@ -364,7 +372,7 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
     assert set(kaiming) == set(sweep)
     for name, scale in sweep.items():
         assert kaiming[name].info.status == "FINISHED"
-        assert float(kaiming[name].data.params["variant.w2_scale"]) == scale
+        assert kaiming[name].data.params["variant.init.W2"] == f"randn x {scale:g}"
         val_loss = float(rows[name]["metrics/kaiming.json:val_loss"])
         assert kaiming[name].data.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-12)
 

@@ -63,7 +63,7 @@ def one_unit_loss(w, variant, X, Y):
     weights summed over all units. Equal to the full network's loss exactly when every unit
     is a copy of the first (constant init), because then h @ W2 = h_0 · Σ_j W2[j]."""
     one = dict(w)
-    one["W1"], one["W2"] = w["W1"][:, :1], w["W2"].sum(0, keepdim=True)
+    one["W1"], one["W2"] = w["W1"][:, :1], w["W2"].contiguous().sum(0, keepdim=True)
     for name in ("b1", "norm_gain", "norm_bias", "mean", "std"):
         if name in w:
             one[name] = w[name][..., :1]
