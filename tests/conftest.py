@@ -95,6 +95,9 @@ def make_project(tmp_path):
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         CI="true",
+        # one process per train stage, as `make repro` runs them: with 2 seeds of 300 steps a
+        # worker costs more to start than it saves (tests that need one pass --workers)
+        ACTGRAD_WORKERS="1",
         **GIT_IDENTITY,
     )
     env.pop("DVC_ROOT", None)
@@ -103,14 +106,10 @@ def make_project(tmp_path):
     return dest, env
 
 
-@pytest.fixture
-def project(tmp_path):
-    return make_project(tmp_path)
-
-
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """A small-step project after `make repro` (dvc repro, then the MLflow sync), committed.
+    """A small-step project after `dvc repro` and the MLflow sync (what `make repro` does,
+    one stage at a time), committed.
 
     Tests change copies of it (copy_project), never it. Next to it: `repro.out`, what
     `dvc repro` printed, and `modules`, where each stage listed the files it imported
