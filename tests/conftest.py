@@ -106,17 +106,15 @@ def make_project(tmp_path):
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         CI="true",
+        # one process per train stage, as `make repro` runs them: with 2 seeds of 300 steps a
+        # worker costs more to start than it saves (tests that need one pass --workers)
+        ACTGRAD_WORKERS="1",
         **GIT_IDENTITY,
     )
     env.pop("DVC_ROOT", None)
     run(["git", "init", "-q"], dest, env)
     commit(dest, "copy")
     return dest, env
-
-
-@pytest.fixture
-def project(tmp_path):
-    return make_project(tmp_path)
 
 
 @pytest.fixture(scope="session")
