@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -29,8 +30,18 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
+def strict(value):
+    """`value` with every NaN or infinity as None: JSON has no such numbers, and DVC's metrics
+    diff would always show a NaN as changed."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    return [strict(v) for v in value] if isinstance(value, list | tuple) else value
+
+
 def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path, columns, rows):

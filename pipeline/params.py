@@ -1,5 +1,6 @@
 """params.yaml: read with a safe loader that refuses duplicate keys, validated as a whole."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -8,7 +9,8 @@ from actgrad.config import ParamsError, load_params
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key written twice in one mapping."""
+    """A safe YAML loader that refuses a key written twice in one mapping, and reads 1e-3 as a
+    number, as DVC's YAML 1.2 does (PyYAML's YAML 1.1 needs a dot: 1.0e-3)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -20,6 +22,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 def read_values(path="params.yaml"):

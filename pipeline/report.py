@@ -143,8 +143,8 @@ units inactive for every example of the batch. During training, every
 (dead), the most at any count and at the end, and the distinct hidden units (different W1
 column and b1). The update:data ratio is log10 std(θ after − θ before) / std(θ after), the
 real update of whatever optimizer, averaged over the first 1,000 steps (the lecture's rule of
-thumb: about -3); "never moves" when θ does not change, "n/a" when θ's entries are all equal
-(std 0, as zero and constant init make them).
+thumb: about -3); n/a when θ never moved, or its entries are all equal (std 0), as zero and
+constant init make them.
 
 {table(instruments_table(variants))}
 

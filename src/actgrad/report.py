@@ -125,15 +125,13 @@ def beyond_table(rows, metrics, compare):
 
 
 def ratio(value):
-    """A log10 update:data ratio: "never moves" for log10 0, "n/a" for 0/0 (a weight whose
-    entries are all equal, as zero or constant init makes them, has no spread to compare with)."""
-    if value == -math.inf:
-        return "never moves"
-    return "n/a" if math.isnan(value) else f"{value:.2f}"
+    """A log10 update:data ratio; "n/a" where there is none (None in the JSON): a weight that
+    never moved, or whose entries are all equal, as zero and constant init make them."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _count(value):
-    return "" if value is None or math.isnan(value) else f"{value:.0f}"
+    return "" if value is None else f"{value:.0f}"
 
 
 def instruments_table(rows):
@@ -148,7 +146,7 @@ def instruments_table(rows):
                 "variant": name,
                 "inactive when": m["inactive_rule"] or "never",
                 "init loss": f"{m['init_loss']:.4f}",
-                "inactive at init": "" if math.isnan(inactive) else f"{inactive:.1%}",
+                "inactive at init": "" if inactive is None else f"{inactive:.1%}",
                 "dead at init (batch)": _count(m["init_dead_units"]),
                 "dead (split): most, final": f"{_count(m['dead_units_max'])}, "
                 f"{_count(m['dead_units_final'])}".strip(", "),

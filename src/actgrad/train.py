@@ -132,13 +132,17 @@ class Engine:
         self.optimizer.update(self.updated, self.updating, lr, self.state)
 
 
+def per_seed(tensors, reduce):
+    """(S, len(tensors)) of reduce(one seed's tensor), seed by seed: a reduction over a batch of
+    seeds may round differently with the number of seeds, and these must not."""
+    return torch.tensor([[reduce(t[s]).item() for t in tensors] for s in range(len(tensors[0]))])
+
+
 def update_ratios(before, params):
     """(S, len(MATRICES)) log10 std(θ after − θ before) / std(θ after) of each seed's matrices."""
-    ratios = []
-    for name in MATRICES:
-        after = params[name].flatten(1)
-        ratios.append((after - before[name].flatten(1)).std(1) / after.std(1))
-    return torch.stack(ratios, 1).log10()
+    after = [params[name] for name in MATRICES]
+    steps = per_seed([a - before[name] for a, name in zip(after, MATRICES)], torch.std)
+    return (steps / per_seed(after, torch.std)).log10()
 
 
 @torch.no_grad()
@@ -204,8 +208,7 @@ def train(weights, generators, X, Y, cfg, variant, on_chunk=None):
             if record:
                 k = step // cfg.ratio_every
                 update_ratio[k] = update_ratios(before, engine.params)
-                norms = [t.flatten(1).norm(dim=1) for t in engine.grads.values()]
-                grad_norm[k] = torch.stack(norms, 1)
+                grad_norm[k] = per_seed(list(engine.grads.values()), torch.linalg.norm)
         losses[start : start + n] = -picked.mean((2, 3))
         _check_diverged(losses[start : start + n], weights.seeds, start, cfg.max_loss)
         if on_chunk is not None:
