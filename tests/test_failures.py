@@ -111,7 +111,7 @@ def readme_failures():
         if not line.startswith("| ") or line.startswith("| What went wrong"):
             continue
         what, seen = (cell.strip() for cell in line.strip().strip("|").split("|"))
-        code = re.search(r"\(exit code (\d+)\)", seen)
+        code = re.search(r"\(exit code (\d+)", seen)
         message = re.match(r"(`+)(.+?)\1", seen).group(2)
         rows[what] = (message, int(code.group(1)) if code else None)
     return rows
@@ -231,7 +231,7 @@ def interrupted_repro(path, env, tmp_path):
     repro = subprocess.Popen(
         ["dvc", "repro", "train@kaiming"],
         cwd=path,
-        env=env,
+        env={**env, "SHELL": "/bin/bash"},  # dash would die of the SIGINT before the stage exits
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -240,3 +240,9 @@ def test_pipeline_repro_runs_lanes_of_independent_stages_and_only_what_changed(
     changed = run(["git", "status", "--porcelain"], path, env).stdout.split("\n")
     assert " M metrics/kaiming.json" in changed and " M reports/comparison.md" in changed
     assert not [line for line in changed if "baseline" in line or "deep" in line]
+
+
+def test_no_cached_output_is_tracked_by_git():
+    """DVC refuses to write an output that git tracks, so data and models stay out of git."""
+    tracked = run(["git", "ls-files", "data", "models"], ROOT).stdout.split()
+    assert [p for p in tracked if not p.endswith(".gitignore")] == []
