@@ -181,7 +181,10 @@ def train_variant(name, params, data, workers):
     with groups, ExitStack() as stack:
         client, exp_id = mlflow_client()
         splits = {"train": (X, Y), "val": load_split(data, "val")}
-        log(f"train@{name}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {workers} processes")
+        log(
+            f"train@{name}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, "
+            f"{workers} process{'es' if workers > 1 else ''}"
+        )
         runs = stack.enter_context(records.open_runs(client, exp_id, record, params))
         with progress_bar(cfg.steps, f"train@{name}") as bar:
 

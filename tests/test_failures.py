@@ -426,7 +426,7 @@ BAD_PARAMS = [  # more than the README's table shows
         "choose one of tanh, sigmoid, relu, leaky_relu, elu, gelu, linear",
     ),
     ("deep_train.bn_momentum", 0, "deep", "deep_train.bn_momentum: must be in (0, 1], got 0.0"),
-    ("report.compare.xavier", "nope", "train", "report.compare.xavier: 'nope' is not a variant"),
+    ("report.compare.adam", "nope", "train", "report.compare.adam: 'nope' is not a variant"),
 ]
 
 
@@ -512,6 +512,21 @@ def test_divergence_fails_the_stage_and_its_runs_naming_seed_step_and_lr(copy, v
     runs = runs_of(env)
     assert len(runs) == 3  # the variant's run and one per seed
     assert {r.info.status for r in runs} == {"FAILED"}
+
+
+def test_a_fold_that_does_not_match_fails_naming_the_seed_and_the_error(copy):
+    """The real fold is off by about 1e-6 in a logit, far beyond a tolerance of 1e-12."""
+    path, env = copy
+    set_param(path, "fold.tolerance", 1e-12)
+    line = error_line(run_stage("fold", path, env))
+    assert re.fullmatch(
+        rf"Error: fold: seed {LECTURE_SEED}: the folded model is off by (\S+) in a logit and "
+        r"\S+ in the val loss, beyond fold.tolerance 1e-12",
+        line,
+    ), line
+    assert 1e-12 < float(re.search(r"off by (\S+)", line).group(1)) <= 1e-5
+    assert_no_outputs("fold", path)
+    assert {r.info.status for r in runs_of(env)} == {"FAILED"}
 
 
 # --- 4. interrupts ---------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_a_fresh_clone_retrains_and_rebuilds_the_runs_of_the_stages_dvc_skipped(
     # the stages whose outputs live in DVC's cache, which a clone lacks: data and models
     rerun = sorted([*trains, "calibrate", "fold"])
 
-    ran = run(["dvc", "repro"], clone, env).stdout
+    ran = run([sys.executable, "-m", "pipeline.repro"], clone, env).stdout  # as make repro
     assert sorted(re.findall(r"Running stage '(\S+)'", ran)) == sorted(
         ["download", "split", *rerun]
     )
