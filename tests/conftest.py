@@ -142,6 +142,14 @@ def reproduced(tmp_path_factory):
     return path, env
 
 
+def artifact_files(client, run_id, folder=None):
+    """The paths of every file a run holds, in its folders too."""
+    files = []
+    for a in client.list_artifacts(run_id, folder):
+        files += artifact_files(client, run_id, a.path) if a.is_dir else [a.path]
+    return files
+
+
 def copy_project(reproduced, tmp_path, runs=False):
     """A copy of the reproduced project (git and DVC cache) to change freely, with its own
     MLflow store: a copy of the project's with `runs`, else an empty one."""

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import DROPPED, LECTURE_SEED, ROOT, copy_project, run
+from conftest import DROPPED, LECTURE_SEED, ROOT, artifact_files, copy_project, run
 from mlflow.tracking import MlflowClient
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,14 +30,6 @@ def write_params(path, params):
 def client_of(env):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     return client, client.get_experiment_by_name("actgrad").experiment_id
-
-
-def artifact_files(client, run_id, folder=None):
-    """The paths of every file a run holds, in its folders too."""
-    files = []
-    for a in client.list_artifacts(run_id, folder):
-        files += artifact_files(client, run_id, a.path) if a.is_dir else [a.path]
-    return files
 
 
 def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(reproduced, tmp_path):
