@@ -4,9 +4,10 @@ Times (a) the lecture loop transcribed (autograd, one seed, the Kaiming recipe) 
 engine training every variant of params.yaml on 5 seeds, each single-threaded, as one process
 alone and as one process per core at once. Prints µs per model-step (one seed's training step),
 model-steps per second of the whole machine, and each variant's best rate as a multiple of the
-lecture loop's best.
+lecture loop's best. A stage trains 200,000 steps; the default 20,000 keep the once-per-run
+costs (drawing the weights, counting units) near their share of a real run.
 
-    python bench/engine.py [--steps 4000]
+    python bench/engine.py [--steps 20000]
 """
 
 import dataclasses
@@ -67,7 +68,7 @@ def measure(program, steps, processes):
 
 
 @click.command()
-@click.option("--steps", default=4000, show_default=True)
+@click.option("--steps", default=20000, show_default=True)
 @click.option("--worker", default=None, hidden=True)
 def main(steps, worker):
     if worker:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import Diverged
+from .model import EVAL_ROWS
 
 SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as saturated
 BINS = 100  # histogram bins, torch.histogram's default as in the lecture
@@ -244,12 +245,17 @@ class DeepResult:
 
 @torch.no_grad()
 def split_loss(net, X, Y):
-    """The loss over a whole split, keeping one layer's output at a time (not every `.out`)."""
-    x = net.C[X].view(X.shape[0], -1)
-    for layer in net.layers:
-        x = layer(x)
-        layer.out = None
-    return F.cross_entropy(x, Y).item()
+    """The loss over a whole split, EVAL_ROWS contexts at a time, keeping one layer's output at
+    a time (not every `.out`)."""
+    total = 0.0
+    for start in range(0, len(X), EVAL_ROWS):
+        rows = slice(start, start + EVAL_ROWS)
+        x = net.C[X[rows]].view(len(X[rows]), -1)
+        for layer in net.layers:
+            x = layer(x)
+            layer.out = None
+        total += F.cross_entropy(x, Y[rows], reduction="sum").item()
+    return total / len(X)
 
 
 def run_deep(cfg, train, splits, vocab_size):

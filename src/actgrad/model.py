@@ -70,10 +70,18 @@ def logits(w, X, variant, stats=None):
     return torch.addmm(w["b2"], hidden(w, X, variant, stats)[1], w["W2"])
 
 
+EVAL_ROWS = 16384  # contexts per pass when evaluating a whole split: bounds the memory it takes
+
+
 @torch.no_grad()
 def split_loss(w, variant, X, Y, stats=None):
-    """One seed's mean cross-entropy over a whole split."""
-    return F.cross_entropy(logits(w, X, variant, stats), Y).item()
+    """One seed's mean cross-entropy over a whole split, summed EVAL_ROWS contexts at a time."""
+    total = 0.0
+    for start in range(0, len(X), EVAL_ROWS):
+        rows = slice(start, start + EVAL_ROWS)
+        nll = F.cross_entropy(logits(w, X[rows], variant, stats), Y[rows], reduction="sum")
+        total += nll.item()
+    return total / len(X)
 
 
 def seed_losses(weights, variant, X, Y):

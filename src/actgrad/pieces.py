@@ -2,7 +2,8 @@
 
 A piece is a frozen dataclass: its fields are its hyperparameters, read from params.yaml, and
 its methods are the math. Every method works on tensors of any shape, the seeds stacked in
-front, and a forward is also differentiable by autograd (the deep network trains through it).
+front. An activation's forward is also differentiable by autograd (the deep network trains
+through it); a norm's works in place on its own temporaries, to save passes over the batch.
 Pieces call Tensor methods only, so the params schema can import them without loading torch.
 tests/test_pieces.py checks every piece against torch.autograd and torch.nn.functional.
 """
@@ -190,11 +191,11 @@ class BatchNorm:
     def forward(self, a, gain, bias, running):
         mean = a.mean(-2, keepdim=True)
         diff = a - mean
-        std = ((diff * diff).sum(-2, keepdim=True) / (a.shape[-2] - 1)).sqrt()
-        xhat = diff / std
+        std = (diff * diff).sum(-2, keepdim=True).div_(a.shape[-2] - 1).sqrt_()
+        xhat = diff.div_(std)
         running["mean"].lerp_(mean, self.momentum)
         running["std"].lerp_(std, self.momentum)
-        return gain * xhat + bias, (xhat, std)
+        return bias.addcmul(gain, xhat), (xhat, std)
 
     def backward(self, dout, cache, gain):
         xhat, std = cache
@@ -202,7 +203,7 @@ class BatchNorm:
         dgain = (dout * xhat).sum(-2, keepdim=True)
         dbias = dout.sum(-2, keepdim=True)
         # d/da of gain * (a - mean) / std over the batch, with the unbiased std
-        da = (dout - dbias / n - xhat * dgain / (n - 1)) * (gain / std)
+        da = (dout - dbias / n).addcmul_(xhat, dgain, value=-1 / (n - 1)).mul_(gain / std)
         return da, dgain, dbias
 
     def evaluate(self, a, gain, bias, stats):
@@ -227,19 +228,18 @@ class LayerNorm:
         require(self.eps > 0, "eps", "a number > 0", self.eps)
 
     def forward(self, a, gain, bias, running):
-        mean = a.mean(-1, keepdim=True)
-        diff = a - mean
-        rstd = ((diff * diff).mean(-1, keepdim=True) + self.eps).rsqrt()
-        xhat = diff * rstd
-        return gain * xhat + bias, (xhat, rstd)
+        diff = a - a.mean(-1, keepdim=True)
+        rstd = (diff * diff).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+        xhat = diff.mul_(rstd)
+        return bias.addcmul(gain, xhat), (xhat, rstd)
 
     def backward(self, dout, cache, gain):
         xhat, rstd = cache
         dgain = (dout * xhat).sum(-2, keepdim=True)
         dbias = dout.sum(-2, keepdim=True)
         dxhat = dout * gain
-        centred = dxhat - dxhat.mean(-1, keepdim=True)
-        da = (centred - xhat * (dxhat * xhat).mean(-1, keepdim=True)) * rstd
+        along = (dxhat * xhat).mean(-1, keepdim=True)  # dxhat's component along xhat, per example
+        da = (dxhat - dxhat.mean(-1, keepdim=True)).addcmul_(xhat, along, value=-1).mul_(rstd)
         return da, dgain, dbias
 
     def evaluate(self, a, gain, bias, stats):

@@ -101,7 +101,7 @@ class Engine:
         log-probs are written into `picked` (S, 1, B).
         """
         p, g, s, gs = self.params, self.grads, self.stored, self.gstored
-        S, B = len(self.table) // dnll.shape[1], dnll.shape[2]
+        S, _, B = dnll.shape
         # forward
         x = self.table.index_select(0, rows).view(S, B, -1)
         if self.bias_row:
@@ -192,11 +192,16 @@ def train(weights, generators, X, Y, cfg, variant, on_chunk=None):
         ix = torch.stack(
             [torch.randint(0, X.shape[0], (n, B), generator=gen) for gen in generators], 1
         )
-        rows = (X[ix] + seed_offset).view(n, -1)  # rows of the stacked embedding table
-        targets = Y[ix].unsqueeze(2)  # (n, S, 1, B)
+        flat_ix = ix.view(-1)  # index_select is several times faster than X[ix] here
+        rows = X.index_select(0, flat_ix).view(n, S, B, -1).add_(seed_offset).view(n, -1)
+        # ^ each step's rows of the stacked embedding table
+        targets = Y.index_select(0, flat_ix).view(n, S, 1, B)
         # gradient of the mean NLL w.r.t. log-probs: -1/B at each target, for the whole chunk
         dnll = torch.zeros(n, S, V, B, dtype=engine.flat.dtype).scatter_(2, targets, -1.0 / B)
         picked = torch.empty(n, S, 1, B, dtype=engine.flat.dtype)
+        # each step's slices, taken in one call per tensor: indexing them one by one costs more
+        # than some of the step's ops
+        by_step = list(zip(rows.unbind(0), targets.unbind(0), dnll.unbind(0), picked.unbind(0)))
         for i in range(n):
             step = start + i
             if step % cfg.units_every == 0:
@@ -204,7 +209,9 @@ def train(weights, generators, X, Y, cfg, variant, on_chunk=None):
             record = step % cfg.ratio_every == 0
             if record:
                 before = {name: engine.params[name].clone() for name in MATRICES}
-            engine.step(rows[i], targets[i], dnll[i], variant.optimizer.lr_at(step), picked[i])
+            batch_rows, batch_targets, batch_dnll, batch_picked = by_step[i]
+            lr = variant.optimizer.lr_at(step)
+            engine.step(batch_rows, batch_targets, batch_dnll, lr, batch_picked)
             if record:
                 k = step // cfg.ratio_every
                 update_ratio[k] = update_ratios(before, engine.params)
