@@ -63,10 +63,10 @@ def is_make_target(target):
 
 
 def on_runner_path(command):
-    """A shell builtin or an executable on PATH, the project's venv left out: a runner has none."""
-    path = os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()
-    )
+    """A shell builtin or an executable on PATH, virtual environments left out (this project's
+    and any other one activated in the shell): a runner has none."""
+    entries = os.environ["PATH"].split(os.pathsep)
+    path = os.pathsep.join(p for p in entries if p and not Path(p, "..", "pyvenv.cfg").exists())
     out = subprocess.run(
         ["bash", "-c", 'type -t "$1"', "_", command],
         env={**os.environ, "PATH": path},
