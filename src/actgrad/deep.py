@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import Diverged
-from .model import EVAL_ROWS
+from .model import mean_nll
 
 SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as saturated
 BINS = 100  # histogram bins, torch.histogram's default as in the lecture
@@ -243,19 +243,17 @@ class DeepResult:
     spectra: dict  # {"init": spectra(...), "final": spectra(...) or None}
 
 
-@torch.no_grad()
 def split_loss(net, X, Y):
-    """The loss over a whole split, EVAL_ROWS contexts at a time, keeping one layer's output at
-    a time (not every `.out`)."""
-    total = 0.0
-    for start in range(0, len(X), EVAL_ROWS):
-        rows = slice(start, start + EVAL_ROWS)
-        x = net.C[X[rows]].view(len(X[rows]), -1)
+    """The loss over a whole split, keeping one layer's output at a time (not every `.out`)."""
+
+    def logits_of(contexts):
+        x = net.C[contexts].view(len(contexts), -1)
         for layer in net.layers:
             x = layer(x)
             layer.out = None
-        total += F.cross_entropy(x, Y[rows], reduction="sum").item()
-    return total / len(X)
+        return x
+
+    return mean_nll(logits_of, X, Y)
 
 
 def run_deep(cfg, train, splits, vocab_size):

@@ -74,14 +74,19 @@ EVAL_ROWS = 16384  # contexts per pass when evaluating a whole split: bounds the
 
 
 @torch.no_grad()
-def split_loss(w, variant, X, Y, stats=None):
-    """One seed's mean cross-entropy over a whole split, summed EVAL_ROWS contexts at a time."""
+def mean_nll(logits_of, X, Y):
+    """The mean cross-entropy of logits_of(contexts) over a whole split, summed EVAL_ROWS
+    contexts at a time."""
     total = 0.0
     for start in range(0, len(X), EVAL_ROWS):
         rows = slice(start, start + EVAL_ROWS)
-        nll = F.cross_entropy(logits(w, X[rows], variant, stats), Y[rows], reduction="sum")
-        total += nll.item()
+        total += F.cross_entropy(logits_of(X[rows]), Y[rows], reduction="sum").item()
     return total / len(X)
+
+
+def split_loss(w, variant, X, Y, stats=None):
+    """One seed's mean cross-entropy over a whole split."""
+    return mean_nll(lambda contexts: logits(w, contexts, variant, stats), X, Y)
 
 
 def seed_losses(weights, variant, X, Y):
