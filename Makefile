@@ -69,6 +69,7 @@ ui: setup
 
 bench: setup
 	python bench/engine.py
+	python bench/step.py
 	python bench/repro.py
 
 clean:

