@@ -1,11 +1,10 @@
 """Where a training step's time goes: the engine's matmuls and each piece, at a stage's shapes.
 
-Times, on one thread, the parts of one step of the engine over 5 stacked seeds (batch 32, 200
-hidden units, 27 outputs, 3 x 10 embedding inputs): the step's six batched matmuls, each
-activation's and each norm's forward and backward, and each optimizer's update of the
-parameters of params.yaml's first variant. Prints µs per model-step (one seed's share), and for
-scale what one core gets from a large matmul and what one pass over a hidden layer costs.
-bench/engine.py times the whole step.
+Times, on one thread, the parts of one step of the engine over all seeds of a variant, at
+params.yaml's sizes: the step's six batched matmuls, each activation's and each norm's forward
+and backward, and each optimizer's update of the parameters of params.yaml's first variant.
+Prints µs per model-step (one seed's share), and for scale what one core gets from a large
+matmul and what one pass over a hidden layer costs. bench/engine.py times the whole step.
 
     python bench/step.py [--calls 5000]
 """
@@ -25,8 +24,7 @@ from actgrad.pieces import ACTIVATIONS, NORMS
 from actgrad.train import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS, BATCH, BLOCK, EMBD, HIDDEN, VOCAB = 5, 32, 3, 10, 200, 27
-INPUTS = BLOCK * EMBD  # the concatenated embeddings
+VOCAB = 27  # '.' and a-z
 
 
 def seconds_per_call(fn, calls):
@@ -39,12 +37,13 @@ def seconds_per_call(fn, calls):
     return (time.perf_counter() - start) / calls
 
 
-def matmuls():
-    """(the six matmuls of a step, their floating-point operations), in the engine's layouts."""
-    x, w1 = torch.randn(SEEDS, BATCH, INPUTS + 1), torch.randn(SEEDS, INPUTS + 1, HIDDEN)
-    w2, b2 = torch.randn(SEEDS, VOCAB, HIDDEN), torch.randn(SEEDS, VOCAB, 1)
-    h, da = torch.randn(SEEDS, BATCH, HIDDEN), torch.randn(SEEDS, BATCH, HIDDEN)
-    dlogits = torch.randn(SEEDS, VOCAB, BATCH)
+def matmuls(seeds, batch, inputs, hidden):
+    """(the six matmuls of a step, their floating-point operations), in the engine's layouts;
+    `inputs` is the concatenated embeddings' width."""
+    x, w1 = torch.randn(seeds, batch, inputs + 1), torch.randn(seeds, inputs + 1, hidden)
+    w2, b2 = torch.randn(seeds, VOCAB, hidden), torch.randn(seeds, VOCAB, 1)
+    h, da = torch.randn(seeds, batch, hidden), torch.randn(seeds, batch, hidden)
+    dlogits = torch.randn(seeds, VOCAB, batch)
 
     def step():
         torch.bmm(x, w1)  # the hidden layer (b1 as W1's last row)
@@ -52,9 +51,9 @@ def matmuls():
         torch.bmm(dlogits, h)  # dW2
         torch.bmm(dlogits.transpose(1, 2), w2)  # dh
         torch.bmm(x.transpose(1, 2), da)  # dW1 and db1
-        torch.bmm(w1[:, :INPUTS], da.transpose(1, 2))  # the embedding's gradient
+        torch.bmm(w1[:, :inputs], da.transpose(1, 2))  # the embedding's gradient
 
-    flops = 2 * SEEDS * BATCH * HIDDEN * (3 * VOCAB + 2 * (INPUTS + 1) + INPUTS)
+    flops = 2 * seeds * batch * hidden * (3 * VOCAB + 2 * (inputs + 1) + inputs)
     return step, flops
 
 
@@ -63,8 +62,8 @@ def large_matmul_gflops(n=1024):
     return 2 * n**3 / seconds_per_call(lambda: a @ b, 20) / 1e9
 
 
-def activation_step(activation):
-    a, dh = torch.randn(SEEDS, BATCH, HIDDEN), torch.randn(SEEDS, BATCH, HIDDEN)
+def activation_step(activation, shape):
+    a, dh = torch.randn(shape), torch.randn(shape)
 
     def step():
         h = activation.forward(a)
@@ -73,10 +72,12 @@ def activation_step(activation):
     return step
 
 
-def norm_step(norm):
-    a, dout = torch.randn(SEEDS, BATCH, HIDDEN), torch.randn(SEEDS, BATCH, HIDDEN)
-    gain, bias = torch.ones(SEEDS, 1, HIDDEN), torch.zeros(SEEDS, 1, HIDDEN)
-    running = {"mean": torch.zeros(SEEDS, 1, HIDDEN), "std": torch.ones(SEEDS, 1, HIDDEN)}
+def norm_step(norm, shape):
+    """`shape`: (seeds, batch, hidden units)."""
+    a, dout = torch.randn(shape), torch.randn(shape)
+    vector = (shape[0], 1, shape[2])
+    gain, bias = torch.ones(vector), torch.zeros(vector)
+    running = {"mean": torch.zeros(vector), "std": torch.ones(vector)}
 
     def step():
         _, cache = norm.forward(a, gain, bias, running)
@@ -85,10 +86,11 @@ def norm_step(norm):
     return step
 
 
-def optimizer_step(variant, optimizer):
+def optimizer_step(variant, optimizer, cfg, block_size):
     """An update of the variant's parameters by `optimizer`, as the engine calls it."""
     variant = dataclasses.replace(variant, optimizer=optimizer)
-    weights, _ = init_weights(range(SEEDS), variant, VOCAB, BLOCK, EMBD, HIDDEN)
+    seeds = range(len(cfg.seeds))
+    weights, _ = init_weights(seeds, variant, VOCAB, block_size, cfg.n_embd, cfg.n_hidden)
     engine = Engine(weights, variant)
     engine.gflat.normal_()
     return lambda: optimizer.update(engine.updated, engine.updating, 1e-3, engine.state)
@@ -99,29 +101,33 @@ def optimizer_step(variant, optimizer):
 def main(calls):
     torch.set_num_threads(1)
     params = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    cfg, block_size = params.train, params.split.block_size
+    seeds, batch, hidden = len(cfg.seeds), cfg.batch_size, cfg.n_hidden
     print(
-        f"one thread, torch {torch.__version__}; a step of {SEEDS} stacked seeds, batch "
-        f"{BATCH}, {HIDDEN} hidden units\n"
+        f"one thread, torch {torch.__version__}; a step of {seeds} stacked seeds, batch "
+        f"{batch}, {hidden} hidden units\n"
     )
     print(f"{'part':<38}{'µs per model-step':>18}")
 
     def row(label, seconds, note=""):
-        print(f"{label:<38}{seconds / SEEDS * 1e6:>18.1f}  {note}".rstrip(), flush=True)
+        print(f"{label:<38}{seconds / seeds * 1e6:>18.1f}  {note}".rstrip(), flush=True)
 
     with torch.inference_mode():  # as train() runs the engine
-        step, flops = matmuls()
+        step, flops = matmuls(seeds, batch, block_size * cfg.n_embd, hidden)
         seconds = seconds_per_call(step, calls)
         note = f"{flops / seconds / 1e9:.0f} GFLOP/s; a 1024² matmul: {large_matmul_gflops():.0f}"
         row("the six matmuls", seconds, note)
-        a, b = torch.randn(SEEDS, BATCH, HIDDEN), torch.randn(SEEDS, BATCH, HIDDEN)
+        a, b = torch.randn(seeds, batch, hidden), torch.randn(seeds, batch, hidden)
         row("one pass over the hidden layer (a * b)", seconds_per_call(lambda: a * b, calls))
         for name, activation in ACTIVATIONS.items():
-            row(f"activation {name}", seconds_per_call(activation_step(activation()), calls))
+            step = activation_step(activation(), a.shape)
+            row(f"activation {name}", seconds_per_call(step, calls))
         for name, norm in NORMS.items():
-            row(f"norm {name}", seconds_per_call(norm_step(norm()), calls))
+            row(f"norm {name}", seconds_per_call(norm_step(norm(), a.shape), calls))
         variant = next(iter(params.variants.values()))
         for name, optimizer in OPTIMIZERS.items():
-            row(f"optimizer {name}", seconds_per_call(optimizer_step(variant, optimizer()), calls))
+            step = optimizer_step(variant, optimizer(), cfg, block_size)
+            row(f"optimizer {name}", seconds_per_call(step, calls))
 
 
 if __name__ == "__main__":
