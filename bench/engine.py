@@ -37,7 +37,7 @@ def load_train_split():
 def time_one(program, steps):
     """Seconds per training step of `program` ("lecture" or a variant's name), this process."""
     from actgrad.config import load_params
-    from actgrad.train import train_group
+    from actgrad.parallel import train_group
 
     sys.path.insert(0, str(ROOT / "tests"))
     from lecture import RECIPES, lecture_loop

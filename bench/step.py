@@ -17,11 +17,10 @@ import click
 import torch
 import yaml
 
-from actgrad.config import load_params
+from actgrad import optim, pieces
+from actgrad.config import load_params, piece
+from actgrad.engine import Engine
 from actgrad.model import init_weights
-from actgrad.optim import OPTIMIZERS
-from actgrad.pieces import ACTIVATIONS, NORMS
-from actgrad.train import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 27  # '.' and a-z
@@ -89,6 +88,7 @@ def norm_step(norm, shape):
 def optimizer_step(variant, optimizer, cfg, block_size):
     """An update of the variant's parameters by `optimizer`, as the engine calls it."""
     variant = dataclasses.replace(variant, optimizer=optimizer)
+    optimizer = optim.optimizer(optimizer)
     seeds = range(len(cfg.seeds))
     weights, _ = init_weights(seeds, variant, VOCAB, block_size, cfg.n_embd, cfg.n_hidden)
     engine = Engine(weights, variant)
@@ -119,14 +119,15 @@ def main(calls):
         row("the six matmuls", seconds, note)
         a, b = torch.randn(seeds, batch, hidden), torch.randn(seeds, batch, hidden)
         row("one pass over the hidden layer (a * b)", seconds_per_call(lambda: a * b, calls))
-        for name, activation in ACTIVATIONS.items():
-            step = activation_step(activation(), a.shape)
+        for name in pieces.ACTIVATIONS:
+            step = activation_step(pieces.activation(piece("activation", name)), a.shape)
             row(f"activation {name}", seconds_per_call(step, calls))
-        for name, norm in NORMS.items():
-            row(f"norm {name}", seconds_per_call(norm_step(norm(), a.shape), calls))
+        for name in pieces.NORMS:
+            step = norm_step(pieces.norm(piece("norm", name)), a.shape)
+            row(f"norm {name}", seconds_per_call(step, calls))
         variant = next(iter(params.variants.values()))
-        for name, optimizer in OPTIMIZERS.items():
-            step = optimizer_step(variant, optimizer(), cfg, block_size)
+        for name in optim.OPTIMIZERS:
+            step = optimizer_step(variant, piece("optimizer", name), cfg, block_size)
             row(f"optimizer {name}", seconds_per_call(step, calls))
 
 

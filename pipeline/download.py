@@ -4,13 +4,13 @@ import click
 
 from actgrad.data import default_cache_dir, fetch_names, read_words
 
-from .outputs import write_text
+from .outputs import writing
 from .params import read_params
 from .stage import log, run_stage, stage_command
 
 
 @click.command()
-@click.option("--out", default="data/raw/names.txt", show_default=True)
+@click.option("--out", required=True, help="where names.txt goes")
 @stage_command
 def main(out):
     data = read_params().data
@@ -18,7 +18,8 @@ def main(out):
     log(f"download: {data.url} (offline cache {cache})")
     text = fetch_names(data.url, data.sha256, cache).decode()
     read_words(text, data.url)  # refuse a file with no usable names here, not deep in training
-    write_text(out, text)
+    with writing() as outputs:
+        outputs.text(out, text)
     log(f"download: wrote {out}")
 
 

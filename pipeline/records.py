@@ -1,34 +1,27 @@
 """Each stage's MLflow runs, built from the files the stage wrote.
 
 A Record says which runs a stage logs (a top run, and for a train stage one nested run per
-seed), which files it writes (the ones dvc.lock lists for it), and how those files and the
-params fill its runs. The stage logs its runs with it once its outputs are written, and
-`python -m pipeline.sync` rebuilds the runs of a stage that DVC skipped or restored with the
-same functions, so what MLflow holds never depends on whether the stage ran.
-
-To give a new kind of stage its runs: write a builder (params, key) -> Record and a fill
-function, and add the builder to KINDS under the stage's name in dvc.yaml.
+seed), which files it wrote, by role (the paths its command in dvc.yaml names), and how those
+files and the params fill its runs. Each stage module that logs runs has a function
+`record(params, args)`, `args` being its command's options as click parses them. The stage logs
+its runs with it once its outputs are written, and `python -m pipeline.sync` rebuilds the runs
+of a stage that DVC skipped or restored with the same function, reading the command from
+dvc.lock, so what MLflow holds never depends on whether the stage ran.
 """
 
 import csv
 import hashlib
+import importlib
 import json
 import math
-import tempfile
+import shlex
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actgrad.config import plain
-from actgrad.plots import loss_curve_figure
-
 from .outputs import md5_of
-from .stage import StageError
-from .tracking import log_datasets, log_values, mlflow_run, run_tags, set_tags
-
-SPLIT_SUMMARY = Path("metrics/split.json")  # what the split holds: the runs' dataset inputs
-DEEP_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio", "spectrum")
+from .tracking import log_datasets, log_environment, mlflow_run, run_tags, set_tags
 
 
 @dataclass
@@ -36,16 +29,12 @@ class Record:
     stage: str  # as DVC names it: "train@kaiming", "calibrate"
     source: str  # the script the stage runs: MLflow's Source column
     name: str  # the top run's name
-    outputs: dict[str, Path]  # every file the stage writes, by role; dvc.lock lists the same
+    outputs: dict[str, Path]  # every file the stage writes, by role
     fill: Callable  # fill(client, runs, record, params): log the outputs into the runs
     tags: dict = field(default_factory=dict)  # the top run's own tags
     children: dict = field(default_factory=dict)  # {key: (name, tags)} of the nested runs
-    trains: bool = True  # trains on the split: every run logs the dataset as its input
-
-    @property
-    def key(self):
-        """The stage's foreach key in dvc.yaml ("kaiming"), "" for a single stage."""
-        return self.stage.partition("@")[2]
+    # (the split's folder, its summary) when the stage trains or evaluates on the split
+    dataset: tuple[Path, Path] | None = None
 
 
 @dataclass
@@ -98,7 +87,7 @@ def read_series(path, by=None):
     return groups if by else groups.get(None, {})
 
 
-def read_metrics(path):
+def read_json(path):
     return json.loads(Path(path).read_text())
 
 
@@ -108,179 +97,32 @@ def log_files(client, run_id, paths):
         client.log_artifact(run_id, str(path), str(path.parent))
 
 
-# --- one builder and one fill function per kind of stage -----------------------------------
+# --- a stage's record, from its command -------------------------------------------------------
 
 
-def train(params, variant):
-    seeds = params.train.seeds
-    return Record(
-        stage=f"train@{variant}",
-        source="pipeline/train.py",
-        name=variant,
-        outputs={
-            "model": Path(f"models/{variant}.pt"),
-            "init": Path(f"reports/figures/{variant}_init.png"),
-            "update_ratio": Path(f"reports/figures/{variant}_update_ratio.png"),
-            "units": Path(f"reports/figures/{variant}_units.png"),
-            "samples": Path(f"reports/samples/{variant}.txt"),
-            "metrics": Path(f"metrics/{variant}.json"),
-            "curve": Path(f"metrics/curves/{variant}.csv"),
-            "series": Path(f"metrics/series/{variant}.csv"),
-        },
-        fill=fill_train,
-        tags={"variant": variant, "seeds": list(seeds)},
-        children={s: (f"{variant} seed {s}", {"variant": variant, "seed": s}) for s in seeds},
-    )
+def command_args(cmd):
+    """(module, {option: value}) of a stage's command, `python -m pipeline.<stage> ...`, as its
+    click command parses it."""
+    words = shlex.split(cmd)
+    module = importlib.import_module(words[2])
+    context = module.main.make_context(words[2], words[3:])
+    return module, context.params
 
 
-def fill_train(client, runs, record, params):
-    """The variant's run: its metrics, the lecture seed's curve and the mean over seeds, the
-    figures and files; each seed's run: its losses and its curves (the gradient norms stay in
-    the CSV and the figure: thousands of points per seed, seconds of logging)."""
-    outputs, variant = record.outputs, record.key
-    train_params = {k: v for k, v in plain(params.train).items() if k != "seeds"}
-    run_params = flatten({"variant": plain(params.variants[variant]), "train": train_params})
-    metrics = read_metrics(outputs["metrics"])
-    per_seed = metrics.pop("seeds")
-    log_values(client, runs.top, numbers(metrics), run_params, read_series(outputs["curve"]))
-    series = read_series(outputs["series"], by="seed")
-    for seed, run_id in runs.children.items():
-        curves = {k: v for k, v in series[seed].items() if not k.startswith("grad_norm_")}
-        log_values(client, run_id, numbers(per_seed[str(seed)]), run_params, curves)
-    with tempfile.TemporaryDirectory() as tmp:
-        seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
-        steps = [step for step, _ in series[params.train.seeds[0]]["log10_loss"]]
-        loss_curve_figure(
-            {f"seed {s}": [v for _, v in series[s]["log10_loss"]] for s in runs.children},
-            steps,
-            f"{variant}: log10 loss, mean per {params.train.curve_every} steps",
-            seeds_figure,
-        )
-        client.log_artifact(runs.top, str(seeds_figure))
-    files = [path for role, path in outputs.items() if role != "model"]  # models: DVC's
-    log_files(client, runs.top, files)
-
-
-def calibrate(params):
-    return Record(
-        stage="calibrate",
-        source="pipeline/calibrate.py",
-        name="calibrate",
-        outputs={
-            "statistics": Path(f"models/{params.calibrate.variant}_calibrated.pt"),
-            "figure": Path("reports/figures/bn_calibration.png"),
-            "metrics": Path("metrics/calibrate.json"),
-        },
-        fill=fill_calibrate,
-        tags={"variant": params.calibrate.variant},
-    )
-
-
-def fill_calibrate(client, runs, record, params):
-    metrics = read_metrics(record.outputs["metrics"])
-    metrics.pop("seeds")  # the mean and sd over them stay
-    log_values(client, runs.top, numbers(metrics), {"variant": params.calibrate.variant})
-    log_files(client, runs.top, [record.outputs["figure"], record.outputs["metrics"]])
-
-
-def fold(params):
-    variant = params.calibrate.variant
-    return Record(
-        stage="fold",
-        source="pipeline/fold.py",
-        name="fold",
-        outputs={
-            "model": Path(f"models/{variant}_folded.pt"),
-            "metrics": Path("metrics/fold.json"),
-        },
-        fill=fill_fold,
-        tags={"variant": variant},
-    )
-
-
-def fill_fold(client, runs, record, params):
-    metrics = read_metrics(record.outputs["metrics"])
-    metrics.pop("seeds")
-    run_params = {"variant": params.calibrate.variant} | flatten({"fold": plain(params.fold)})
-    log_values(client, runs.top, numbers(metrics), run_params)
-    log_files(client, runs.top, [record.outputs["metrics"]])
-
-
-def deep(params, config):
-    figures = {k: Path(f"reports/figures/deep/{config}_{k}.png") for k in DEEP_FIGURES}
-    return Record(
-        stage=f"deep@{config}",
-        source="pipeline/deep.py",
-        name=f"deep {config}",
-        outputs={
-            **figures,
-            "metrics": Path(f"metrics/deep/{config}.json"),
-            "series": Path(f"metrics/series/deep/{config}.csv"),
-        },
-        fill=fill_deep,
-        tags={"deep_config": config},
-    )
-
-
-def fill_deep(client, runs, record, params):
-    """Every number of the JSON as a metric, except those the curves end on."""
-    run_params = flatten(
-        {"deep": plain(params.deep[record.key]), "deep_train": plain(params.deep_train)}
-    )
-    series = read_series(record.outputs["series"])
-    metrics = numbers(read_metrics(record.outputs["metrics"]))
-    metrics = {k: v for k, v in metrics.items() if k not in series}
-    log_values(client, runs.top, metrics, run_params, series)
-    log_files(client, runs.top, record.outputs.values())
-
-
-def report(params):
-    return Record(
-        stage="report",
-        source="pipeline/report.py",
-        name="report",
-        outputs={
-            "comparison": Path("reports/comparison.md"),
-            "figure": Path("reports/figures/loss_curves.png"),
-            "curves": Path("reports/loss_curves.csv"),
-        },
-        fill=fill_report,
-        trains=False,
-    )
-
-
-def fill_report(client, runs, record, params):
-    log_files(client, runs.top, record.outputs.values())
-
-
-KINDS = {  # stage name in dvc.yaml: its Record builder, or None for a stage that logs no run
-    "download": None,
-    "split": None,
-    "train": train,
-    "calibrate": calibrate,
-    "fold": fold,
-    "deep": deep,
-    "report": report,
-}
-
-
-def record_of(stage, params):
-    """The Record of a stage as dvc.lock names it ("train@kaiming"), None if it logs no run."""
-    kind, _, key = stage.partition("@")
-    if kind not in KINDS:
-        raise StageError(
-            f"{stage}: no MLflow record for this stage; add one to KINDS in pipeline/records.py"
-        )
-    builder = KINDS[kind]
-    return builder and builder(params, *([key] if key else []))
+def record_of(stage, cmd, params):
+    """The Record of a stage as dvc.lock names it ("train@kaiming"), from its command; None
+    for a stage that logs no run."""
+    module, args = command_args(cmd)
+    return module.record(params, args) if hasattr(module, "record") else None
 
 
 # --- the runs ---------------------------------------------------------------------------------
 
 
-def datasets(params):
-    """names.txt and the split made from it, as the inputs of every run that trains on them."""
-    split = read_metrics(SPLIT_SUMMARY)
+def datasets(params, folder, summary):
+    """names.txt and the split made from it (in `folder`, described by `summary`, both written
+    by the split stage), as the inputs of every run that trains or evaluates on them."""
+    split = read_json(summary)
     return [
         {
             "name": "names.txt",
@@ -293,7 +135,7 @@ def datasets(params):
             "name": "split",
             "digest": split["examples_sha256"][:8],
             "source_type": "local",
-            "source": {"uri": "data/split"},
+            "source": {"uri": str(folder)},
             "profile": {k: split[k] for k in ("examples", "vocab_size", "examples_sha256")},
         },
     ]
@@ -314,8 +156,9 @@ def open_runs(client, exp_id, record, params, **tags):
         top = start(record.name, record.tags)
         children = {key: start(name, t, top) for key, (name, t) in record.children.items()}
         runs = Runs(top, children)
-        if record.trains:
-            log_datasets(client, runs.ids, datasets(params))
+        log_environment(client, top)
+        if record.dataset:
+            log_datasets(client, runs.ids, datasets(params, *record.dataset))
         yield runs
 
 

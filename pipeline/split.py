@@ -13,7 +13,7 @@ import torch
 
 from actgrad.data import make_splits, read_words, sha256_of
 
-from .outputs import atomic_path, write_json
+from .outputs import writing
 from .params import read_params
 from .stage import log, run_stage, stage_command
 
@@ -27,9 +27,9 @@ def examples_sha256(splits):
 
 
 @click.command()
-@click.option("--names", default="data/raw/names.txt", show_default=True)
-@click.option("--out", default="data/split", show_default=True)
-@click.option("--summary", default="metrics/split.json", show_default=True)
+@click.option("--names", required=True, help="the download stage's names.txt")
+@click.option("--out", required=True, help="the folder of the split's tensors")
+@click.option("--summary", required=True, help="the JSON of what the split holds")
 @stage_command
 def main(names, out, summary):
     cfg = read_params().split
@@ -37,22 +37,23 @@ def main(names, out, summary):
     raw = Path(names).read_bytes()
     words = read_words(raw.decode(errors="replace"), names)  # a bad byte is named
     vocab, splits = make_splits(words, cfg.block_size, cfg.fractions, cfg.shuffle_seed)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for name, (X, Y) in splits.items():
-            torch.save({"X": X, "Y": Y}, tmp / f"{name}.pt")
-        (tmp / "vocab.json").write_text(json.dumps({"chars": vocab.chars}) + "\n")
     examples = {name: len(Y) for name, (_, Y) in splits.items()}
-    write_json(
-        summary,
-        {
-            "names": len(words),
-            "names_sha256": sha256_of(raw),
-            "vocab_size": len(vocab),
-            "examples": examples,
-            "examples_sha256": examples_sha256(splits),
-        },
-    )
+    with writing() as outputs:
+        folder = outputs.path(out)
+        folder.mkdir()
+        for name, (X, Y) in splits.items():
+            torch.save({"X": X, "Y": Y}, folder / f"{name}.pt")
+        (folder / "vocab.json").write_text(json.dumps({"chars": vocab.chars}) + "\n")
+        outputs.json(
+            summary,
+            {
+                "names": len(words),
+                "names_sha256": sha256_of(raw),
+                "vocab_size": len(vocab),
+                "examples": examples,
+                "examples_sha256": examples_sha256(splits),
+            },
+        )
     counts = ", ".join(f"{name} {n:,}" for name, n in examples.items())
     log(f"split: wrote {out}, {summary}: {len(words):,} names, vocab {len(vocab)}, {counts}")
 

@@ -93,10 +93,11 @@ def run_stage(command):
 def list_modules(folder):
     """Write the file of every module this process imported to <folder>/<stage>.txt."""
     files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
-    from .outputs import write_text  # after the snapshot: a stage need not import it
+    from .outputs import writing  # after the snapshot: a stage need not import it
 
     name = os.environ.get("DVC_STAGE") or getattr(sys.modules["__main__"].__spec__, "name", "-c")
-    write_text(os.path.join(folder, f"{name}.txt"), "\n".join(files) + "\n")
+    with writing() as outputs:
+        outputs.text(os.path.join(folder, f"{name}.txt"), "\n".join(files) + "\n")
 
 
 def progress_bar(total, desc):

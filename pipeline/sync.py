@@ -42,17 +42,21 @@ def locked_files(entry):
 
 
 def check_outputs(record, locked):
-    """dvc.lock and pipeline/records.py must agree on the stage's files, or no run matches."""
-    known = {str(path) for path in record.outputs.values()}
+    """The stage's command and its outs in dvc.lock must name the same files, or no run
+    matches."""
+    written = {str(path) for path in record.outputs.values()}
     differences = [
-        f"{where} does not list {', '.join(sorted(files))}"
-        for where, files in [("dvc.lock", known - set(locked)), ("records", set(locked) - known)]
+        f"{where} {', '.join(sorted(files))}"
+        for where, files in [
+            ("its command writes, but its outs do not list,", written - set(locked)),
+            ("its outs list, but its command does not write,", set(locked) - written),
+        ]
         if files
     ]
     if differences:
         raise StageError(
-            f"{record.stage}: {'; '.join(differences)}; `dvc repro` brings dvc.lock up to date "
-            "with dvc.yaml, whose outs pipeline/records.py must name"
+            f"{record.stage}: in dvc.lock {'; '.join(differences)}; the stage's cmd and outs in "
+            "dvc.yaml must name the same files, and `dvc repro` brings dvc.lock up to date"
         )
 
 
@@ -136,7 +140,7 @@ def main():
     client, exp_id = mlflow_client()
     current, restored = set(), []
     for stage, entry in lock.items():
-        record = records.record_of(stage, params)
+        record = records.record_of(stage, entry["cmd"], params)
         if record is None:
             continue
         locked = locked_files(entry)

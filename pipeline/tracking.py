@@ -4,8 +4,12 @@
 """
 
 import fcntl
+import functools
+import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import time
 import urllib.request
@@ -82,10 +86,38 @@ def git_commit():
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+ENV_PACKAGES = ("torch", "numpy", "dvc", "mlflow", "pandas", "scipy", "matplotlib")
+KERNEL_SWITCHES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+
+
+@functools.cache
+def packages():
+    """ "name==version" of every installed distribution, sorted: the run's environment."""
+    found = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+    return [f"{name}=={version}" for name, version in sorted(found.items())]
+
+
+def environment_tags():
+    """What a result can be traced to: Python, the versions of the packages that compute and
+    record it, a hash of every installed package's version (the full list is the top run's
+    artifact environment/packages.txt) and the kernel switches the process ran with."""
+    versions = dict(p.split("==") for p in packages())
+    tags = {"env.python": platform.python_version()}
+    tags |= {f"env.{name}": versions.get(name, "absent") for name in ENV_PACKAGES}
+    tags["env.packages_sha256"] = hashlib.sha256("\n".join(packages()).encode()).hexdigest()
+    tags |= {f"env.{k}": os.environ.get(k, "unset") for k in KERNEL_SWITCHES}
+    return tags
+
+
+def log_environment(client, run_id):
+    client.log_text(run_id, "\n".join(packages()) + "\n", "environment/packages.txt")
+
+
 def run_tags(stage, source, **extra):
     """Tags every run carries: its DVC stage, the script and commit it ran (MLflow's Source and
-    Version columns) and, inside `dvc exp run`, the experiment's name."""
+    Version columns), its environment and, inside `dvc exp run`, the experiment's name."""
     tags = {"dvc_stage": stage, "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
+    tags |= environment_tags()
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -1,245 +1,130 @@
 """Stage train@<variant>: train every seed of one variant, evaluate, save, log to MLflow.
 
-Writes models/<variant>.pt (every seed's weights), metrics/<variant>.json (losses, instruments
-and the exercises' answers, per seed and for the lecture seed), metrics/curves/<variant>.csv
-(the lecture seed's loss curve and the mean over seeds), metrics/series/<variant>.csv (every
-seed's curves), three figures of the lecture seed and its sampled names.
+Writes, to the paths its command names: the model (every seed's weights), the metrics JSON
+(losses, instruments and the exercises' answers, per seed and for the lecture seed), the loss
+curve (the lecture seed's and the mean over seeds), the series (every seed's curves), three
+figures of the lecture seed and its sampled names.
 """
 
-import math
+import functools
 import os
+import tempfile
 import time
-from contextlib import ExitStack
+from pathlib import Path
 
 import click
 import torch
 
-from actgrad import diagnostics, plots
-from actgrad.config import ParamsError
+from actgrad import figures, instruments
+from actgrad.config import plain
 from actgrad.errors import Diverged
-from actgrad.init import draw
-from actgrad.model import seed_losses
-from actgrad.summary import seed_summary
-from actgrad.train import MATRICES, SeedGroups, curve, merge, unit_steps
+from actgrad.model import logits
+from actgrad.parallel import train_seeds
+from actgrad.plots import loss_curve_figure
+from actgrad.sample import sample_names
 
 from . import records
 from .inputs import load_split, load_vocab
-from .outputs import atomic_path, write_csv, write_json, write_text
+from .outputs import writing
 from .params import read_params
 from .stage import check_interrupted, log, progress_bar, run_stage, stage_command
-from .tracking import mlflow_client
+from .tracking import log_values, mlflow_client
 
-CURVE_COLUMNS = ["step", "loss", "log10_loss", "loss_mean"]  # the lecture seed's, and the mean
 WORKERS_ENV = "ACTGRAD_WORKERS"  # the default of --workers; pipeline/repro.py sets it to 1
+CURVE_COLUMNS = ["step", "loss", "log10_loss", "loss_mean"]  # the lecture seed's, and the mean
+OUTPUTS = ("model", "metrics", "curve", "series", "samples") + tuple(
+    f"{kind}_figure" for kind in figures.TRAIN_FIGURES
+)
 
 
-def series_columns(tensors):
-    ratios = [f"log10_update_ratio_{name}" for name in MATRICES]
-    norms = [f"grad_norm_{name}" for name in tensors]
-    return ["seed", "step", "loss", "log10_loss", *ratios, *norms, "dead_units", "distinct_units"]
-
-
-def ratio_steps(cfg):
-    return list(range(0, cfg.steps, cfg.ratio_every))
-
-
-def init_instruments(seed, variant, cfg, X, vocab_size, title, color, figure):
-    """Inactive units at init on the first minibatch the seed trains on; the init figure."""
-    w, g = draw(seed, variant, vocab_size, X.shape[1], cfg.n_embd, cfg.n_hidden)
-    w = {name: t.view(-1, t.shape[-1]) for name, t in w.items()}  # vectors as (1, n)
-    batch = X[torch.randint(0, X.shape[0], (cfg.batch_size,), generator=g)]
-    z, h = diagnostics.init_activations(w, batch, variant)
-    inactive, fraction, dead = diagnostics.inactive_units(z, h, variant.activation)
-    with atomic_path(figure) as tmp:
-        plots.init_figure(z, h, inactive, variant.activation, title, color, tmp)
-    return {"init_inactive_fraction": fraction, "init_dead_units": dead}, w
-
-
-def lecture_seed_instruments(name, variant, cfg, X, vocab, own, figures):
-    """Metrics, figures and sampled names of the lecture seed, the first of this process's group.
-
-    The exercises' answers: which tensors ever got a non-zero gradient, from which recorded
-    step, and which ended where they started.
-    """
-    seed = cfg.seeds[0]
-    metrics = {
-        "init_ideal_loss": diagnostics.ideal_init_loss(len(vocab)),
-        "inactive_rule": variant.activation.inactive_rule,
-    }
-    init, w0 = init_instruments(
-        seed,
-        variant,
-        cfg,
-        X,
-        len(vocab),
-        f"{name} at initialisation (seed {seed}, first batch)",
-        plots.variant_color(name),
-        figures["init"],
+def record(params, args):
+    variant, seeds = args["variant"], params.train.seeds
+    return records.Record(
+        stage=f"train@{variant}",
+        source="pipeline/train.py",
+        name=variant,
+        outputs={role: Path(args[role]) for role in OUTPUTS},
+        fill=fill,
+        tags={"variant": variant, "seeds": list(seeds)},
+        children={s: (f"{variant} seed {s}", {"variant": variant, "seed": s}) for s in seeds},
+        dataset=(Path(args["split"]), Path(args["summary"])),
     )
-    metrics.update(init)
-    weights, result = own
-    steps = ratio_steps(cfg)
-    early = [k for k, step in enumerate(steps) if step < 1000]
-    ud = result.update_ratio[0]
-    metrics["log10_update_ratio_first_1000_steps"] = dict(zip(MATRICES, ud[early].mean(0).tolist()))
-    tensors = list(weights.params)
-    first = diagnostics.first_nonzero_steps(result.grad_norm[0], steps)
-    metrics["first_nonzero_grad_step"] = {tensors[k]: step for k, step in first.items()}
-    metrics["changed_from_init"] = {
-        n: not torch.equal(weights.params[n][0], w0[n]) for n in tensors
-    }
-    with atomic_path(figures["update_ratio"]) as tmp:
-        plots.update_ratio_figure(
+
+
+def fill(client, runs, record, params):
+    """The variant's run: its metrics, the lecture seed's curve and the mean over seeds, the
+    figures and files; each seed's run: its losses and its curves (the gradient norms stay in
+    the CSV and the figure: thousands of points per seed, seconds of logging)."""
+    outputs, variant = record.outputs, record.tags["variant"]
+    train_params = {k: v for k, v in plain(params.train).items() if k != "seeds"}
+    run_params = records.flatten(
+        {"variant": plain(params.variants[variant]), "train": train_params}
+    )
+    metrics = records.read_json(outputs["metrics"])
+    per_seed = metrics.pop("seeds")
+    curve = records.read_series(outputs["curve"])
+    log_values(client, runs.top, records.numbers(metrics), run_params, curve)
+    series = records.read_series(outputs["series"], by="seed")
+    for seed, run_id in runs.children.items():
+        curves = {k: v for k, v in series[seed].items() if not k.startswith("grad_norm_")}
+        log_values(client, run_id, records.numbers(per_seed[str(seed)]), run_params, curves)
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds_figure = Path(tmp) / f"{variant}_loss_curve_seeds.png"
+        steps = [step for step, _ in series[params.train.seeds[0]]["log10_loss"]]
+        loss_curve_figure(
+            {f"seed {s}": [v for _, v in series[s]["log10_loss"]] for s in runs.children},
             steps,
-            dict(zip(MATRICES, ud.T.tolist())),
-            f"{name}: update:data ratio, std(θ after - θ before) / std(θ after) (seed {seed})",
-            tmp,
+            f"{variant}: log10 loss, mean per {params.train.curve_every} steps",
+            seeds_figure,
         )
-    units = unit_steps(cfg)
-    norms = "gradient norm of each tensor"
-    with atomic_path(figures["units"]) as tmp:
-        plots.series_figure(
-            {
-                norms: (steps, dict(zip(tensors, result.grad_norm[0].T.tolist()))),
-                f"dead units: inactive ({metrics['inactive_rule'] or 'never'}) on every "
-                "training context": (units, {"dead": result.dead_units[0].tolist()}),
-                "distinct hidden units (W1 column, b1)": (
-                    units,
-                    {"distinct": result.distinct_units[0].tolist()},
-                ),
-            },
-            f"{name}: gradients and hidden units over training (seed {seed})",
-            tmp,
-            symlog=(norms,),
-        )
-    samples = diagnostics.sample_names(
-        weights.seed_slice(0), variant, vocab, X.shape[1], cfg.samples, cfg.sample_seed
+        client.log_artifact(runs.top, str(seeds_figure))
+    records.log_files(client, runs.top, [p for role, p in outputs.items() if role != "model"])
+
+
+def train(name, variant, cfg, splits, vocab, workers):
+    """Every seed of the variant trained, with a progress bar and Ctrl-C honoured."""
+    (X, Y), vocab_size = splits["train"], len(vocab)
+    with progress_bar(cfg.steps, f"train@{name}") as bar:
+
+        def on_chunk(step, losses):
+            check_interrupted()
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{losses[0, -1].item():.4f}")
+
+        return train_seeds(cfg.seeds, variant, cfg, X, Y, vocab_size, workers, on_chunk)
+
+
+def write(out, paths, name, params, trained, splits, vocab):
+    """Every output of the stage, staged in `out`; its metrics."""
+    (weights, result), variant, cfg = trained, params.variants[name], params.train
+    metrics = instruments.variant_metrics(weights, result, variant, cfg, splits, len(vocab))
+    torch.save(weights.state_dict(), out.path(paths["model"]))
+    out.json(paths["metrics"], metrics)
+    out.csv(paths["curve"], CURVE_COLUMNS, instruments.curve_rows(result, cfg))
+    columns = instruments.series_columns(weights.params)
+    out.csv(paths["series"], columns, instruments.series_rows(weights, result, cfg))
+    lecture = functools.partial(logits, weights.seed_slice(0), variant=variant)
+    samples = sample_names(
+        lecture, vocab, splits["train"][0].shape[1], cfg.samples, cfg.sample_seed
     )
-    return metrics, samples
-
-
-def evaluate_group(part, variant, splits, cfg):
-    """Each seed's losses and hidden-unit counts of one group, and its rows of the series CSV.
-
-    The series hold per `curve_every` steps the mean loss, update:data ratios and gradient
-    norms, and the dead and distinct units where they were counted (NaN elsewhere).
-    """
-    weights, result = part
-    losses = {
-        f"{name}_loss": seed_losses(weights, variant, X, Y) for name, (X, Y) in splits.items()
-    }
-    losses["init_loss"] = result.losses[:, 0].tolist()
-    X, Y = splits["val"]
-    losses["one_unit_val_loss"] = [
-        diagnostics.one_unit_loss(weights.seed_slice(s), variant, X, Y)
-        for s in range(len(weights.seeds))
-    ]
-    losses["dead_units_final"] = result.dead_units[:, -1].tolist()
-    losses["dead_units_max"] = result.dead_units.max(1).values.tolist()
-    losses["distinct_units_final"] = result.distinct_units[:, -1].tolist()
-    blocks = list(range(0, cfg.steps, cfg.curve_every))
-    loss_curve = curve(result.losses, cfg.curve_every).tolist()
-    log10_curve = curve(result.losses.log10(), cfg.curve_every).tolist()
-    steps = ratio_steps(cfg)
-    ratios = diagnostics.block_means(result.update_ratio.transpose(0, 1), steps, cfg.curve_every)
-    norms = diagnostics.block_means(result.grad_norm.transpose(0, 1), steps, cfg.curve_every)
-    counted = {step: k for k, step in enumerate(unit_steps(cfg))}
-    rows = []
-    for i, seed in enumerate(weights.seeds):
-        for b, step in enumerate(blocks):
-            k = counted.get(step)
-            units = (
-                [math.nan, math.nan]
-                if k is None
-                else [
-                    result.dead_units[i, k].item(),
-                    result.distinct_units[i, k].item(),
-                ]
-            )
-            rows.append(
-                (
-                    seed,
-                    step,
-                    loss_curve[i][b],
-                    log10_curve[i][b],
-                    *ratios[b, i].tolist(),
-                    *norms[b, i].tolist(),
-                    *units,
-                )
-            )
-    return losses, rows
-
-
-def train_variant(name, params, data, workers):
-    variant, cfg = params.variants[name], params.train
-    (X, Y), vocab = load_split(data, "train"), load_vocab(data)
-    torch.set_num_threads(1)
-    started = time.time()
-    # the other groups of seeds start training now, while this process sets up MLflow
-    groups = SeedGroups(cfg.seeds, variant, cfg, X, Y, len(vocab), workers)
-    record = records.train(params, name)
-    with groups, ExitStack() as stack:
-        client, exp_id = mlflow_client()
-        splits = {"train": (X, Y), "val": load_split(data, "val")}
-        log(
-            f"train@{name}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, "
-            f"{workers} process{'es' if workers > 1 else ''}"
-        )
-        runs = stack.enter_context(records.open_runs(client, exp_id, record, params))
-        with progress_bar(cfg.steps, f"train@{name}") as bar:
-
-            def on_chunk(step, losses):
-                check_interrupted()
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{losses[0, -1].item():.4f}")
-
-            own = groups.train_own(on_chunk)
-
-        # while the other processes finish their seeds
-        outputs = record.outputs
-        figures = {k: outputs[k] for k in ("init", "update_ratio", "units")}
-        instruments, samples = lecture_seed_instruments(name, variant, cfg, X, vocab, own, figures)
-        per_seed, series = evaluate_group(own, variant, splits, cfg)
-        others = groups.others()
-        check_interrupted()
-        for part in others:
-            values, rows = evaluate_group(part, variant, splits, cfg)
-            for key, seed_values in values.items():
-                per_seed[key] += seed_values
-            series += rows
-        weights, result = merge([own, *others])
-
-        metrics = {key: values[0] for key, values in per_seed.items()}
-        metrics["seeds"] = {
-            str(s): {key: values[i] for key, values in per_seed.items()}
-            for i, s in enumerate(cfg.seeds)
-        }
-        metrics.update(seed_summary(per_seed))
-        metrics.update(instruments)
-        metrics["unigram_train_loss"] = diagnostics.unigram_loss(Y, len(vocab))
-
-        blocks = list(range(0, cfg.steps, cfg.curve_every))
-        loss_curve = curve(result.losses, cfg.curve_every)
-        log10_curve = curve(result.losses.log10(), cfg.curve_every)
-        with atomic_path(outputs["model"]) as tmp:
-            torch.save(weights.state_dict(), tmp)
-        write_json(outputs["metrics"], metrics)
-        curves = zip(
-            blocks, loss_curve[0].tolist(), log10_curve[0].tolist(), loss_curve.mean(0).tolist()
-        )
-        write_csv(outputs["curve"], CURVE_COLUMNS, curves)
-        write_csv(outputs["series"], series_columns(weights.params), series)
-        write_text(outputs["samples"], "\n".join(samples) + "\n")
-        records.log_outputs(client, runs, record, params)
-    log(
-        f"train@{name}: done in {time.time() - started:.0f}s, "
-        f"train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f} (seed {cfg.seeds[0]})"
-    )
+    out.text(paths["samples"], "\n".join(samples) + "\n")
+    kinds = {kind: out.path(paths[f"{kind}_figure"]) for kind in figures.TRAIN_FIGURES}
+    figures.train_figures(name, variant, cfg, weights, result, kinds)
+    return metrics
 
 
 @click.command()
 @click.argument("variant")
-@click.option("--data", default="data/split", show_default=True)
+@click.option("--split", required=True, help="the split stage's folder")
+@click.option("--summary", required=True, help="the split stage's summary JSON")
+@click.option("--model", required=True)
+@click.option("--metrics", required=True)
+@click.option("--curve", required=True)
+@click.option("--series", required=True)
+@click.option("--samples", required=True)
+@click.option("--init-figure", required=True)
+@click.option("--update-ratio-figure", required=True)
+@click.option("--units-figure", required=True)
 @click.option(
     "--workers",
     type=int,
@@ -248,20 +133,31 @@ def train_variant(name, params, data, workers):
     help="processes to spread the seeds over (the numbers do not depend on it)",
 )
 @stage_command
-def main(variant, data, workers):
+def main(variant, workers, **paths):
     params = read_params()
-    if variant not in params.variants:
-        raise ParamsError(
-            f"variants.{variant}: no such variant; choose one of {sorted(params.variants)}"
-        )
-    try:
-        train_variant(variant, params, data, workers)
-    except Diverged as e:
-        own = params.variants[variant].optimizer is not params.train.optimizer
-        lr = f"variants.{variant}.optimizer.lr" if own else "train.optimizer.lr"
-        raise click.ClickException(
-            f"train@{variant}: {e}; lower {lr} or raise train.max_loss"
-        ) from None
+    spec, cfg, started = params.variant(variant), params.train, time.time()
+    this = record(params, {"variant": variant, **paths})
+    client, exp_id = mlflow_client()  # an unreachable server fails the stage before it trains
+    splits = {name: load_split(paths["split"], name) for name in ("train", "val")}
+    vocab = load_vocab(paths["split"])
+    processes = f"{workers} process" + "es" * (workers > 1)
+    log(f"train@{variant}: {len(cfg.seeds)} seeds x {cfg.steps:,} steps, {processes}")
+    with records.open_runs(client, exp_id, this, params) as runs, writing() as out:
+        try:
+            trained = train(variant, spec, cfg, splits, vocab, workers)
+        except Diverged as e:
+            own = spec.optimizer is not cfg.optimizer
+            lr = f"variants.{variant}.optimizer.lr" if own else "train.optimizer.lr"
+            raise click.ClickException(
+                f"train@{variant}: {e}; lower {lr} or raise train.max_loss"
+            ) from None
+        metrics = write(out, paths, variant, params, trained, splits, vocab)
+        out.commit()
+        records.log_outputs(client, runs, this, params)
+    log(
+        f"train@{variant}: done in {time.time() - started:.0f}s, "
+        f"train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f} (seed {cfg.seeds[0]})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared fixtures: the real names.txt, and small-step copies of the project to run DVC in."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,13 @@ def reproduced(tmp_path_factory):
     run([sys.executable, "-m", "pipeline.sync"], path, env)
     commit(path, "repro")
     return path, env
+
+
+def stage_argv(path, stage):
+    """The command dvc.lock holds for `stage` ("train@kaiming"), as this Python runs it."""
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    words = shlex.split(lock[stage]["cmd"])
+    return [sys.executable, *words[1:]]
 
 
 def artifact_files(client, run_id, folder=None):

@@ -2,6 +2,7 @@
 units, update:data ratios from the real update, samples."""
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -10,11 +11,13 @@ import yaml
 from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
-from actgrad import diagnostics
+from actgrad import instruments, pieces
 from actgrad.config import load_params
+from actgrad.engine import train
 from actgrad.init import draw
-from actgrad.model import init_weights
-from actgrad.train import train, unit_counts
+from actgrad.instruments import unit_counts
+from actgrad.model import init_weights, logits
+from actgrad.sample import sample_names
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
@@ -30,12 +33,12 @@ def first_batch(name, splits):
 
 def init_loss(name, splits):
     w, X, Y = first_batch(name, splits)
-    _, h = diagnostics.init_activations(w, X, PARAMS.variants[name])
+    _, h = instruments.batch_activations(w, X, PARAMS.variants[name])
     return F.cross_entropy(h @ w["W2"] + w["b2"], Y).item()
 
 
 def test_ideal_init_loss_is_minus_log_one_over_27():
-    assert diagnostics.ideal_init_loss(27) == pytest.approx(3.2958, abs=1e-4)
+    assert instruments.ideal_init_loss(27) == pytest.approx(3.2958, abs=1e-4)
 
 
 def test_baseline_starts_far_above_the_ideal_loss_and_the_softmax_fix_near_it(splits):
@@ -49,10 +52,9 @@ def test_inactive_fraction_and_dead_units_follow_the_tanh_definition(splits):
         w, X, _ = first_batch(name, splits)
         hpre = w["C"][X].view(32, -1) @ w["W1"] + w["b1"]
         saturated = torch.tanh(hpre).abs() > 0.99  # the lecture's definition, with torch's tanh
-        z, h = diagnostics.init_activations(w, X, PARAMS.variants[name])
-        inactive, fractions[name], dead = diagnostics.inactive_units(
-            z, h, PARAMS.variants[name].activation
-        )
+        z, h = instruments.batch_activations(w, X, PARAMS.variants[name])
+        activation = pieces.activation(PARAMS.variants[name].activation)
+        inactive, fractions[name], dead = instruments.inactive_units(z, h, activation)
         assert (inactive != saturated).sum() <= 2  # at most a rounding at the 0.99 boundary
         assert dead == int(saturated.all(0).sum())
     assert fractions["baseline"] > 0.5 and fractions["kaiming"] < 0.15
@@ -112,13 +114,13 @@ def test_update_ratio_is_measured_from_the_real_update(splits):
 
 def test_batchnorm_normalises_the_activation_input_at_init(splits):
     w, X, _ = first_batch("batchnorm", splits)
-    z, _ = diagnostics.init_activations(w, X, PARAMS.variants["batchnorm"])
+    z, _ = instruments.batch_activations(w, X, PARAMS.variants["batchnorm"])
     torch.testing.assert_close(z.std(0), torch.ones(200), atol=1e-5, rtol=0)
 
 
 def test_calibrated_statistics_and_loss_follow_the_lecture(splits):
     """The notebook's calibration: hpreact over the whole training set, its mean and std."""
-    from actgrad.model import batch_stats, split_loss
+    from actgrad.model import batch_stats, loss
 
     (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
     variant = PARAMS.variants["batchnorm"]
@@ -133,14 +135,14 @@ def test_calibrated_statistics_and_loss_follow_the_lecture(splits):
     stats = batch_stats(w, X, variant)
     torch.testing.assert_close(stats["mean"], bnmean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stats["std"], bnstd, rtol=1e-5, atol=1e-5)
-    assert split_loss(w, variant, Xv, Yv, stats) == pytest.approx(lecture_val, abs=1e-5)
+    assert loss(w, variant, Xv, Yv, stats) == pytest.approx(lecture_val, abs=1e-5)
 
 
 def test_samples_are_reproducible_names(splits):
     vocab = splits[0]
     w, _, _ = first_batch("kaiming", splits)
-    variant = PARAMS.variants["kaiming"]
-    names = diagnostics.sample_names(w, variant, vocab, 3, 20, seed=7)
-    assert len(names) == 20 and names == diagnostics.sample_names(w, variant, vocab, 3, 20, seed=7)
+    model = functools.partial(logits, w, variant=PARAMS.variants["kaiming"])
+    names = sample_names(model, vocab, 3, 20, seed=7)
+    assert len(names) == 20 and names == sample_names(model, vocab, 3, 20, seed=7)
     assert all(set(n) <= set(vocab.chars[1:]) for n in names)
     assert len(set(names)) > 10

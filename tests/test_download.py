@@ -82,7 +82,11 @@ def test_download_stage_writes_the_file_from_the_server(serve, tmp_path, names_t
     root, url = serve
     (root / "names.txt").write_text(names_text)
     write_data_params(tmp_path, f"{url}/names.txt", sha(names_text.encode()))
-    run([sys.executable, "-m", "pipeline.download"], tmp_path, stage_env(tmp_path / "c"))
+    run(
+        [sys.executable, "-m", "pipeline.download", "--out", "data/raw/names.txt"],
+        tmp_path,
+        stage_env(tmp_path / "c"),
+    )
     assert (tmp_path / "data/raw/names.txt").read_text() == names_text
 
 
@@ -92,7 +96,7 @@ def test_download_stage_fails_cleanly_on_a_corrupt_file(serve, tmp_path, names_t
     (root / "names.txt").write_bytes(corrupt)
     write_data_params(tmp_path, f"{url}/names.txt", sha(names_text.encode()))
     out = run(
-        [sys.executable, "-m", "pipeline.download"],
+        [sys.executable, "-m", "pipeline.download", "--out", "data/raw/names.txt"],
         tmp_path,
         stage_env(tmp_path / "c"),
         check=False,

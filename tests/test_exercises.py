@@ -8,10 +8,10 @@ import torch
 import yaml
 from conftest import LECTURE_SEED, ROOT
 
-from actgrad import diagnostics
+from actgrad import instruments
 from actgrad.config import load_params
-from actgrad.model import batch_stats, fold_batchnorm, init_weights, logits, split_loss
-from actgrad.train import train
+from actgrad.engine import train
+from actgrad.model import batch_stats, fold_batchnorm, init_weights, logits, loss
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 SEEDS = (LECTURE_SEED, 1)
@@ -37,7 +37,7 @@ def test_zero_init_trains_only_b2_and_reaches_the_unigram_loss(splits):
     assert (weights.params["b2"] != 0).all()
     names = list(weights.params)
     for s in range(len(SEEDS)):
-        first = diagnostics.first_nonzero_steps(result.grad_norm[s], range(0, 2000, 50))
+        first = instruments.first_nonzero_steps(result.grad_norm[s], range(0, 2000, 50))
         assert {names[k]: step for k, step in first.items()} == {
             "C": None,
             "W1": None,
@@ -48,11 +48,11 @@ def test_zero_init_trains_only_b2_and_reaches_the_unigram_loss(splits):
     assert (result.distinct_units == 1).all()
     # the model predicts softmax(b2) for every context: it cannot beat the unigram entropy
     X, Y = splits[1]["train"]
-    unigram = diagnostics.unigram_loss(Y, 27)
+    unigram = instruments.unigram_loss(Y, 27)
     variant = PARAMS.variants["zero_init"]
     for s in range(len(SEEDS)):
-        loss = split_loss(weights.seed_slice(s), variant, X, Y)
-        assert unigram - 1e-6 <= loss < unigram + 0.05
+        zero_loss = loss(weights.seed_slice(s), variant, X, Y)
+        assert unigram - 1e-6 <= zero_loss < unigram + 0.05
 
 
 def test_constant_init_keeps_every_hidden_unit_a_copy_of_the_first(splits):
@@ -64,8 +64,8 @@ def test_constant_init_keeps_every_hidden_unit_a_copy_of_the_first(splits):
     variant = PARAMS.variants["constant_init"]
     for s in range(len(SEEDS)):
         w = weights.seed_slice(s)
-        one_unit = diagnostics.one_unit_loss(w, variant, X, Y)
-        assert split_loss(w, variant, X, Y) == pytest.approx(one_unit, abs=1e-5)
+        one_unit = instruments.one_unit_loss(w, variant, X, Y)
+        assert loss(w, variant, X, Y) == pytest.approx(one_unit, abs=1e-5)
 
 
 def test_one_random_tensor_breaks_the_symmetry(splits):
@@ -89,5 +89,5 @@ def test_batchnorm_folds_into_w1_and_b1_without_changing_a_logit(splits):
         with torch.no_grad():
             diff = (logits(folded, Xv, plain) - logits(w, Xv, variant, stats)).abs().max()
         assert diff <= 1e-5
-        loss = split_loss(folded, plain, Xv, Yv)
-        assert loss == pytest.approx(split_loss(w, variant, Xv, Yv, stats), abs=1e-6)
+        folded_loss = loss(folded, plain, Xv, Yv)
+        assert folded_loss == pytest.approx(loss(w, variant, Xv, Yv, stats), abs=1e-6)

@@ -23,19 +23,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import LECTURE_SEED, ROOT, copy_project, names_file, run, small_params
+from conftest import LECTURE_SEED, ROOT, copy_project, names_file, run, small_params, stage_argv
 from mlflow.tracking import MlflowClient
 
 from actgrad.model import Weights
 
-COMMANDS = {  # each stage's module, and the key a foreach stage runs with unless told
-    "download": ("pipeline.download", None),
-    "split": ("pipeline.split", None),
-    "train": ("pipeline.train", "kaiming"),
-    "calibrate": ("pipeline.calibrate", None),
-    "fold": ("pipeline.fold", None),
-    "deep": ("pipeline.deep", "batchnorm"),
-}
+KEYS = {"train": "kaiming", "deep": "batchnorm"}  # the key a foreach stage runs with unless told
 
 
 @pytest.fixture
@@ -57,8 +50,8 @@ def set_param(path, key, value):
 
 def outputs(stage, path, key=None):
     """What dvc.lock says `stage` writes, its paths resolved; for a foreach stage, that of
-    `key` (by default the key COMMANDS runs it with)."""
-    key = key or COMMANDS[stage][1]
+    `key` (by default the one KEYS names)."""
+    key = key or KEYS.get(stage)
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
     return [o["path"] for o in lock[f"{stage}@{key}" if key else stage]["outs"]]
 
@@ -71,11 +64,12 @@ def remove_outputs(stage, path, key=None):
 
 
 def run_stage(stage, path, env, key=None):
-    """Run a stage command as DVC does, on a workspace without its outputs; a foreach stage
-    with `key`, by default the one COMMANDS names."""
-    module, key = COMMANDS[stage][0], key or COMMANDS[stage][1]
+    """Run a stage's command from dvc.lock as DVC does, on a workspace without its outputs; a
+    foreach stage with `key`, by default the one KEYS names."""
+    key = key or KEYS.get(stage)
     remove_outputs(stage, path, key)
-    return run([sys.executable, "-m", module, *([key] if key else [])], path, env, check=False)
+    argv = stage_argv(path, f"{stage}@{key}" if key else stage)
+    return run(argv, path, env, check=False)
 
 
 def error_line(out):
@@ -210,7 +204,9 @@ def download(served=None, cached=None):
 
 
 def no_such_variant(path, env, tmp_path):
-    return failed(run([sys.executable, "-m", "pipeline.train", "nope"], path, env, check=False))
+    argv = stage_argv(path, "train@kaiming")
+    argv[argv.index("kaiming")] = "nope"
+    return failed(run(argv, path, env, check=False))
 
 
 def missing_store_folder(path, env, tmp_path):
@@ -583,7 +579,7 @@ def test_an_interrupted_stage_kills_its_runs_and_workers_and_leaves_nothing(copy
     remove_outputs("train", path)
     runs_of(env)  # create the MLflow store now, not while the stage creates it too
     stage = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", "kaiming", "--workers", "2"],
+        [*stage_argv(path, "train@kaiming"), "--workers", "2"],
         cwd=path,
         env=env,
         stdout=subprocess.PIPE,
@@ -685,13 +681,13 @@ def test_stages_that_open_a_new_sqlite_store_at_once_all_succeed(tmp_path):
 
 SLOW_WRITE = """
 import sys, time
-from pipeline.outputs import atomic_path
+from pipeline.outputs import writing
 from pipeline.stage import stage_command
 
 @stage_command
 def main():
-    with atomic_path(sys.argv[1]) as tmp:
-        tmp.write_text("half of the new")
+    with writing() as out:
+        out.path(sys.argv[1]).write_text("half of the new")
         print("writing", flush=True)
         time.sleep(60)
 

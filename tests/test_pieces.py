@@ -7,20 +7,40 @@ params.yaml against a plain autograd model: gradients and the update agree to 1e
 Run with -s to see the worst relative error of each.
 """
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 from conftest import ROOT
 
+from actgrad import config, optim, pieces
 from actgrad.config import load_params
+from actgrad.engine import Engine
 from actgrad.model import init_weights
-from actgrad.optim import OPTIMIZERS, Adam, Lars, Momentum, Sgd
-from actgrad.pieces import ACTIVATIONS, NORMS, BatchNorm, Elu, LayerNorm, LeakyRelu
-from actgrad.train import Engine
+from actgrad.optim import OPTIMIZERS
+from actgrad.pieces import ACTIVATIONS, NORMS
 
 TOLERANCE = 1e-9
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def default(kind, name, **options):
+    """The piece of `kind` called `name`, its hyperparameters params.yaml's defaults but
+    `options`."""
+    spec = config.piece(kind, {"name": name, **options})
+    build = {"activation": pieces.activation, "norm": pieces.norm, "optimizer": optim.optimizer}
+    return build[kind](spec)
+
+
+def test_the_schema_and_the_pieces_know_the_same_pieces_and_hyperparameters():
+    for kind, registry in (("activation", ACTIVATIONS), ("norm", NORMS), ("optimizer", OPTIMIZERS)):
+        catalogue = config.KINDS[kind]
+        assert list(catalogue) == list(registry), kind
+        for name, piece in registry.items():
+            fields = [f.name for f in dataclasses.fields(piece)]
+            assert sorted(fields) == sorted(catalogue[name]), name
 
 
 def rel_err(ours, reference, floor=1e-6):
@@ -42,8 +62,8 @@ REFERENCES = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "relu": F.relu,
-    "leaky_relu": lambda a: F.leaky_relu(a, LeakyRelu().slope),
-    "elu": lambda a: F.elu(a, Elu().alpha),
+    "leaky_relu": lambda a: F.leaky_relu(a, default("activation", "leaky_relu").slope),
+    "elu": lambda a: F.elu(a, default("activation", "elu").alpha),
     "gelu": F.gelu,
     "linear": lambda a: a,
 }
@@ -58,7 +78,7 @@ def test_activation_forward_and_backward_match_torch(name):
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 32, 200, generator=g, dtype=torch.float64) * 3
     dh = torch.randn(a.shape, generator=g, dtype=torch.float64)
-    piece = ACTIVATIONS[name]()
+    piece = default("activation", name)
     h = piece.forward(a.clone())
     a_ref = a.clone().requires_grad_()
     h_ref = REFERENCES[name](a_ref)
@@ -78,7 +98,7 @@ def lecture_batchnorm(a, gain, bias):
 
 
 def torch_layernorm(a, gain, bias):
-    return F.layer_norm(a, a.shape[-1:], eps=LayerNorm().eps) * gain + bias
+    return F.layer_norm(a, a.shape[-1:], eps=default("norm", "layernorm").eps) * gain + bias
 
 
 NORM_REFERENCES = {
@@ -95,7 +115,7 @@ def test_norm_forward_and_backward_match_autograd(name):
     gain = 1 + torch.randn(3, 1, 200, generator=g, dtype=torch.float64) / 10
     bias = torch.randn(3, 1, 200, generator=g, dtype=torch.float64) / 10
     dout = torch.randn(a.shape, generator=g, dtype=torch.float64)
-    piece = NORMS[name]()
+    piece = default("norm", name)
     running = {
         "mean": torch.zeros(3, 1, 200, dtype=a.dtype),
         "std": torch.ones(3, 1, 200, dtype=a.dtype),
@@ -117,7 +137,7 @@ def test_norm_forward_and_backward_match_autograd(name):
 def test_batchnorm_running_statistics_follow_the_lecture():
     """bnmean_running = 0.999 * bnmean_running + 0.001 * bnmeani, and the same for the std."""
     g = torch.Generator().manual_seed(2)
-    piece = BatchNorm(momentum=0.001)
+    piece = default("norm", "batchnorm")  # momentum 0.001
     running = {
         "mean": torch.zeros(1, 1, 5, dtype=torch.float64),
         "std": torch.ones(1, 1, 5, dtype=torch.float64),
@@ -156,10 +176,10 @@ TORCH_OPTIMIZERS = {
     "adam": lambda ps, o: torch.optim.Adam(ps, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps),
 }
 OPTIMIZER_CASES = {
-    "sgd": Sgd(lr=0.1),
-    "momentum": Momentum(lr=0.1, momentum=0.9),
-    "adam": Adam(lr=0.01),
-    "lars": Lars(lr=0.5, trust=0.01, momentum=0.9, weight_decay=1e-4),
+    "sgd": default("optimizer", "sgd", lr=0.1),
+    "momentum": default("optimizer", "momentum", lr=0.1, momentum=0.9),
+    "adam": default("optimizer", "adam", lr=0.01),
+    "lars": default("optimizer", "lars", lr=0.5, trust=0.01, momentum=0.9, weight_decay=1e-4),
 }
 
 
@@ -196,7 +216,7 @@ def test_optimizer_updates_match_torch_optim_over_three_steps(name):
 
 
 def test_lars_keeps_each_matrix_update_at_lr_times_trust():
-    opt = Lars(lr=0.1, trust=0.01, momentum=0.0)
+    opt = default("optimizer", "lars", lr=0.1, trust=0.01, momentum=0.0)
     g = torch.Generator().manual_seed(4)
     w = torch.randn(2, 50, 40, generator=g, dtype=torch.float64) * torch.tensor([1.0, 100.0]).view(
         2, 1, 1
@@ -256,7 +276,13 @@ def test_one_engine_step_of_every_variant_matches_autograd(splits, name):
     engine = Engine(weights, variant)
     dnll = torch.zeros(1, 27, 32, dtype=torch.float64).scatter_(1, Y[ix].view(1, 1, 32), -1 / 32)
     picked = torch.empty(1, 1, 32, dtype=torch.float64)
-    engine.step(X[ix].view(-1), Y[ix].view(1, 1, 32), dnll, variant.optimizer.lr_at(0), picked)
+    engine.step(
+        X[ix].view(-1),
+        Y[ix].view(1, 1, 32),
+        dnll,
+        optim.optimizer(variant.optimizer).lr_at(0),
+        picked,
+    )
     errors = {f"d{n}": rel_err(engine.grads[n][0], grads[n]) for n in grads}
     errors.update({f"{n} after": rel_err(engine.params[n][0], after[n]) for n in after})
     check(f"step of {name}", errors)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import DROPPED, LECTURE_SEED, ROOT, artifact_files, copy_project, run
+from conftest import DROPPED, LECTURE_SEED, ROOT, artifact_files, copy_project, run, stage_argv
 from mlflow.tracking import MlflowClient
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -196,7 +196,9 @@ def test_deep_stages_write_metrics_figures_and_runs_and_an_edit_reruns_only_that
     assert newest.data.params["deep.gain"] == "3.0"
     assert newest.data.metrics["init_loss"] == edited["init_loss"]
 
-    bad = run([sys.executable, "-m", "pipeline.deep", "no_such"], path, env, check=False)
+    argv = stage_argv(path, "deep@batchnorm")
+    argv[argv.index("batchnorm")] = "no_such"
+    bad = run(argv, path, env, check=False)
     assert bad.returncode != 0
     last = bad.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: deep.no_such: no such config; choose one of ['batchnorm', ")

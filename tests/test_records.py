@@ -10,11 +10,15 @@ import yaml
 from conftest import ROOT, copy_project, run
 from mlflow.tracking import MlflowClient
 
-TRAINING_ENGINE = "src/actgrad/train.py"
+TRAINING_ENGINE = "src/actgrad/engine.py"
 
 
 def lock_of(path):
     return yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+
+
+# what the engine imports that the report does not
+ENGINE_IMPORTS = ("init", "instruments", "model", "optim", "pieces", "summary")
 
 
 # --- 1. every stage declares the code it runs -------------------------------------------------
@@ -62,15 +66,15 @@ def test_the_deps_check_finds_an_import_left_undeclared(reproduced, tmp_path):
     report = path / "pipeline/report.py"
     report.write_text(
         report.read_text().replace(
-            "import click\n", "import click\n\nimport actgrad.train  # noqa: F401\n", 1
+            "import click\n", "import click\n\nimport actgrad.engine  # noqa: F401\n", 1
         )
     )
     modules = tmp_path / "modules"
     run(["dvc", "repro", "report"], path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
     loaded = loaded_project_files(modules / "report.txt", [path, ROOT])
     deps = [d["path"] for d in lock_of(path)["report"]["deps"]]
-    engine = ["src/actgrad/init.py", "src/actgrad/model.py", TRAINING_ENGINE]
-    assert undeclared(loaded, deps) == (engine, [])
+    engine = [TRAINING_ENGINE, *(f"src/actgrad/{m}.py" for m in ENGINE_IMPORTS)]
+    assert undeclared(loaded, deps) == (sorted(engine), [])
 
 
 # --- 2. MLflow mirrors dvc.lock ---------------------------------------------------------------
@@ -266,7 +270,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
         "ran the stage with 1.0; `dvc repro` runs it with params.yaml"
     )
 
-    # a dvc.lock older than the stage's outputs in dvc.yaml and pipeline/records.py
+    # a stage whose command writes a file that its outs do not list
     run(["git", "checkout", "--", "params.yaml"], path, env)
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     outs = lock["stages"]["train@baseline"]["outs"]
@@ -274,6 +278,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
     (path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
     out = run([sys.executable, "-m", "pipeline.sync"], path, env, check=False)
     assert out.stderr.strip().splitlines()[-1] == (
-        "Error: train@baseline: dvc.lock does not list metrics/series/baseline.csv; `dvc repro` "
-        "brings dvc.lock up to date with dvc.yaml, whose outs pipeline/records.py must name"
+        "Error: train@baseline: in dvc.lock its command writes, but its outs do not list, "
+        "metrics/series/baseline.csv; the stage's cmd and outs in dvc.yaml must name the same "
+        "files, and `dvc repro` brings dvc.lock up to date"
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, artifact_files, copy_project, run
+from conftest import ROOT, artifact_files, copy_project, run, stage_argv
 from mlflow.tracking import MlflowClient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -279,7 +279,7 @@ def stderr_on_a_terminal(cmd, cwd, env):
 
 def test_training_shows_a_progress_bar_on_a_terminal_but_not_in_ci(study, tmp_path):
     path, env = study
-    train = [sys.executable, "-m", "pipeline.train", "kaiming"]
+    train = stage_argv(path, "train@kaiming")
 
     ci = stderr_on_a_terminal(train, path, env)
     lines = [x for x in ci.splitlines() if "train@kaiming" in x]

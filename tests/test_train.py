@@ -9,16 +9,18 @@ from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
 from actgrad.config import load_params
-from actgrad.diagnostics import one_unit_loss
+from actgrad.engine import train
+from actgrad.errors import Diverged
+from actgrad.instruments import one_unit_loss
 from actgrad.model import init_weights, seed_losses
-from actgrad.train import Diverged, train, train_seeds
+from actgrad.parallel import train_seeds
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def config(steps, seeds, **changes):
     """The study's train config for a short run: lr decays halfway, as the lecture's does."""
-    optimizer = dataclasses.replace(PARAMS.train.optimizer, decay_step=steps // 2)
+    optimizer = PARAMS.train.optimizer.replace(decay_step=steps // 2)
     cfg = dataclasses.replace(
         PARAMS.train, steps=steps, seeds=seeds, curve_every=100, optimizer=optimizer
     )
@@ -99,9 +101,7 @@ def test_training_lowers_the_loss_of_every_seed(splits):
 def test_divergence_stops_at_the_first_bad_step_naming_seed_and_step(splits):
     X, Y = splits[1]["train"]
     cfg = config(300, (LECTURE_SEED, 5))
-    v = dataclasses.replace(
-        PARAMS.variants["baseline"], optimizer=dataclasses.replace(cfg.optimizer, lr=100.0)
-    )
+    v = dataclasses.replace(PARAMS.variants["baseline"], optimizer=cfg.optimizer.replace(lr=100.0))
     weights, generators = init_weights(cfg.seeds, v, 27, 3, 10, 200)
     with pytest.raises(Diverged) as e:
         train(weights, generators, X, Y, cfg, v)

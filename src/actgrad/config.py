@@ -1,9 +1,10 @@
-"""Every knob of the study as dataclasses, validated from params.yaml.
+"""Every knob of the study as plain frozen dataclasses, validated from params.yaml.
 
-A variant is data: an Init per tensor, and an activation, a norm and an optimizer, each a piece
-(pieces.py, optim.py) chosen by name and built with its hyperparameters. Validation is strict:
-an unknown key or name, a wrong type or an impossible value raises ParamsError naming the key
-and what it accepts.
+The schema is data: it knows an activation, a norm or an optimizer by its name and its
+hyperparameters only (a `Piece`), checked against the catalogue below. Their math lives in
+pieces.py and optim.py, which build a piece by its name where it is used, so that editing the
+math never touches what the data stages depend on. Validation is strict: an unknown key or
+name, a wrong type or an impossible value raises ParamsError naming the key and what it accepts.
 """
 
 import dataclasses
@@ -13,9 +14,6 @@ import types
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated
-
-from .optim import OPTIMIZERS, Sgd
-from .pieces import ACTIVATIONS, NORMS, BatchNorm, NoNorm, Tanh
 
 
 class ParamsError(ValueError):
@@ -29,6 +27,206 @@ def _require_positive(config, key, names):
         if not value > 0:
             kind = "an integer" if isinstance(value, int) else "a number"
             raise ParamsError(f"{key}.{name}: must be {kind} > 0, got {value}")
+
+
+def _convert(value, tp, key):
+    """Check `value` against the annotation `tp`; return it in that type."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return tp.__metadata__[0](value, key)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        if args[-1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ParamsError(f"{key}: expected a list of {len(args)} items, got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp}")
+
+
+def build(cls, values, key=""):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys, wrong types and values a
+    class's validate() refuses."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ParamsError(f"{key or 'params'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for name in values:
+        if name not in names:
+            where = f"{key}.{name}" if key else str(name)
+            raise ParamsError(f"{where}: unknown key; allowed keys are {', '.join(names)}")
+    kwargs = {
+        name: _convert(values[name], hints[name], f"{key}.{name}" if key else name)
+        for name in names
+        if name in values
+    }
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    return obj
+
+
+# --- the pieces params.yaml can name ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of a piece: its type (`cast`), its default (None: unset) and the values it
+    takes, as "[0, 1)", "(0, 1]", "> 0" or ">= 0"."""
+
+    default: float | int | None
+    rule: str
+    cast: type = float
+
+    def check(self, value, key):
+        low, high = self._bounds()
+        strict = self.rule[0] == "(" or self.rule.startswith("> ")
+        ok = value > low if strict else value >= low
+        if high is not None:
+            ok = ok and (value < high if self.rule[-1] == ")" else value <= high)
+        if not ok:
+            kind = "an integer" if self.cast is int else "a number"
+            rule = f"in {self.rule}" if high is not None else f"{kind} {self.rule}"
+            raise ParamsError(f"{key}: must be {rule}, got {value}")
+
+    def _bounds(self):
+        if self.rule[0] in "[(":
+            low, high = self.rule[1:-1].split(",")
+            return float(low), float(high)
+        return float(self.rule.split()[1]), None
+
+
+SCHEDULE = {  # every optimizer's: lr until step decay_step, then decayed_lr
+    "lr": Hyper(0.1, "> 0"),
+    "decay_step": Hyper(None, ">= 0", int),
+    "decayed_lr": Hyper(None, "> 0"),
+}
+ACTIVATIONS = {
+    "tanh": {},
+    "sigmoid": {},
+    "relu": {},
+    "leaky_relu": {"slope": Hyper(0.01, "[0, 1)")},
+    "elu": {"alpha": Hyper(1.0, "> 0")},
+    "gelu": {},
+    "linear": {},
+}
+NORMS = {  # after the first Linear; BatchNorm's bias replaces b1
+    "none": {},
+    "batchnorm": {"momentum": Hyper(0.001, "(0, 1]")},
+    "layernorm": {"eps": Hyper(1e-5, "> 0")},
+}
+OPTIMIZERS = {
+    "sgd": SCHEDULE,
+    "momentum": SCHEDULE | {"momentum": Hyper(0.9, "[0, 1)")},
+    "adam": SCHEDULE
+    | {
+        "lr": Hyper(0.001, "> 0"),
+        "beta1": Hyper(0.9, "[0, 1)"),
+        "beta2": Hyper(0.999, "[0, 1)"),
+        "eps": Hyper(1e-8, "> 0"),
+    },
+    "lars": SCHEDULE
+    | {
+        "trust": Hyper(0.001, "> 0"),
+        "momentum": Hyper(0.9, "[0, 1)"),
+        "weight_decay": Hyper(0.0, ">= 0"),
+    },
+}
+KINDS = {"activation": ACTIVATIONS, "norm": NORMS, "optimizer": OPTIMIZERS}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """An activation, norm or optimizer of params.yaml: its name and every hyperparameter."""
+
+    name: str
+    options: tuple[tuple[str, float | int | None], ...] = ()
+
+    def __getattr__(self, option):  # piece.lr, piece.slope: a hyperparameter by its name
+        for key, value in vars(self).get("options", ()):
+            if key == option:
+                return value
+        raise AttributeError(option)
+
+    @property
+    def kwargs(self):
+        return dict(self.options)
+
+    def replace(self, **changes):
+        """This piece with some hyperparameters changed (unchecked: for tests and benches)."""
+        return Piece(self.name, tuple((self.kwargs | changes).items()))
+
+
+def piece(kind, value, key=""):
+    """A Piece of `kind` from params.yaml: its name alone, or {name: name, hyperparameter: v}."""
+    catalogue = KINDS[kind]
+    values = {"name": value} if isinstance(value, str) else value
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        raise ParamsError(f"{key}: expected {kind} name, or a mapping with a name, got {value!r}")
+    name = values["name"]
+    if name not in catalogue:
+        raise ParamsError(
+            f"{key}.name: unknown {kind} {name!r}; choose one of {', '.join(catalogue)}"
+        )
+    hypers = catalogue[name]
+    for option in values:
+        if option != "name" and option not in hypers:
+            allowed = ", ".join(["name", *hypers])
+            raise ParamsError(f"{key}.{option}: unknown key; allowed keys are {allowed}")
+    options = {}
+    for option, hyper in hypers.items():
+        value = _convert(values.get(option, hyper.default), hyper.cast | None, f"{key}.{option}")
+        if value is not None:
+            hyper.check(value, f"{key}.{option}")
+        options[option] = value
+    if options.get("decay_step") is not None and options["decayed_lr"] is None:
+        raise ParamsError(
+            f"{key}.decayed_lr: must be a number > 0 when decay_step is set, got None"
+        )
+    return Piece(name, tuple(options.items()))
+
+
+def kaiming_gain(activation):
+    """torch.nn.init.calculate_gain's gain of an activation Piece, or None where it has none."""
+    gains = {"tanh": 5 / 3, "sigmoid": 1.0, "relu": math.sqrt(2), "linear": 1.0}
+    if activation.name == "leaky_relu":
+        return math.sqrt(2 / (1 + activation.slope**2))
+    return gains.get(activation.name)
+
+
+# --- the MLP's recipes --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -109,31 +307,14 @@ class Gain:
         _require_positive(self, key, ("gain",))
 
 
-def piece(registry, what):
-    """A parser for a piece chosen by name: `name` alone, or {name: name, hyperparameter: v}."""
-
-    def parse(value, key):
-        values = {"name": value} if isinstance(value, str) else value
-        if not isinstance(values, dict) or not isinstance(values.get("name"), str):
-            raise ParamsError(
-                f"{key}: expected {what} name, or a mapping with a name, got {value!r}"
-            )
-        name = values["name"]
-        if name not in registry:
-            raise ParamsError(
-                f"{key}.name: unknown {what} {name!r}; choose one of {', '.join(registry)}"
-            )
-        rest = {k: v for k, v in values.items() if k != "name"}
-        return build(registry[name], rest, key, allowed_extra=("name",))
-
-    return parse
+def _parser(kind):
+    return lambda value, key: piece(kind, value, key)
 
 
-Activation = Annotated[object, piece(ACTIVATIONS, "activation")]
-Norm = Annotated[object, piece(NORMS, "norm")]
-Optimizer = Annotated[object, piece(OPTIMIZERS, "optimizer")]
+Activation = Annotated[Piece, _parser("activation")]
+Norm = Annotated[Piece, _parser("norm")]
+Optimizer = Annotated[Piece, _parser("optimizer")]
 InitSpec = Annotated[Init, parse_init]
-LECTURE_OPTIMIZER = Sgd(lr=0.1, decay_step=100_000, decayed_lr=0.01)
 
 
 @dataclass(frozen=True)
@@ -142,8 +323,8 @@ class Variant:
     and the optimizer (None: train.optimizer). A tensor missing from init is randn × 1."""
 
     init: dict[str, InitSpec] = field(default_factory=dict)
-    activation: Activation = Tanh()
-    norm: Norm = NoNorm()
+    activation: Activation = piece("activation", "tanh")
+    norm: Norm = piece("norm", "none")
     optimizer: Optimizer | None = None
 
     def validate(self, key):
@@ -152,7 +333,7 @@ class Variant:
                 raise ParamsError(
                     f"{key}.init.{name}: unknown tensor; the tensors are {', '.join(TENSORS)}"
                 )
-        if "b1" in self.init and not self.norm.has_bias_before:
+        if "b1" in self.init and self.batchnorm:
             raise ParamsError(
                 f"{key}.init.b1: a {self.norm.name} variant has no b1 (the norm's bias "
                 "replaces it); remove it"
@@ -165,16 +346,29 @@ class Variant:
                 )
 
     @property
+    def batchnorm(self):
+        """BatchNorm after the first Linear: its bias replaces b1, it keeps running statistics."""
+        return self.norm.name == "batchnorm"
+
+    @property
+    def normed(self):
+        """A norm with a gain and a bias (norm_gain, norm_bias) follows the first Linear."""
+        return self.norm.name != "none"
+
+    @property
     def tensors(self):
         """The tensors this variant draws, in the generator's order."""
-        return tuple(t for t in TENSORS if t != "b1" or self.norm.has_bias_before)
+        return tuple(t for t in TENSORS if t != "b1" or not self.batchnorm)
 
     def init_of(self, name):
         return self.init.get(name, Init("randn", 1.0))
 
     def gain_of(self, name):
         """The activation's gain for the first layer (W1, b1); 1 for the linear C, W2 and b2."""
-        return self.activation.gain if name in ("W1", "b1") else 1.0
+        return kaiming_gain(self.activation) if name in ("W1", "b1") else 1.0
+
+
+LECTURE_OPTIMIZER = piece("optimizer", {"name": "sgd", "decay_step": 100_000, "decayed_lr": 0.01})
 
 
 @dataclass(frozen=True)
@@ -228,12 +422,15 @@ class FoldConfig:
         _require_positive(self, key, ("tolerance", "repeats"))
 
 
+# --- the deep network's recipes -------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DeepConfig:
     """One deep-network recipe: the activation after each hidden Linear, BatchNorm or not, how
     the weights are scaled, and the optimizer (None: deep_train.optimizer)."""
 
-    activation: Activation = Tanh()
+    activation: Activation = piece("activation", "tanh")
     batchnorm: bool = False  # a BatchNorm1d after every Linear, the output one included
     gain: float = 5 / 3  # multiplies every hidden Linear's randn / sqrt(fan_in) weight
     last_scale: float = 0.1  # the output BatchNorm's gamma, or without BatchNorm its weight
@@ -252,7 +449,7 @@ class DeepTrainConfig:
     n_layers: int = 5
     steps: int = 1001  # the notebook breaks after the update of step i = 1000
     batch_size: int = 32
-    optimizer: Optimizer = Sgd(lr=0.1)
+    optimizer: Optimizer = piece("optimizer", "sgd")
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     jacobian_examples: int = 64  # the fixed batch whose input-output Jacobians are measured
@@ -307,11 +504,14 @@ class Params:
                 f"calibrate.variant: {self.calibrate.variant!r} is not a variant; "
                 f"choose one of {sorted(self.variants)}"
             )
-        if not isinstance(self.variants[self.calibrate.variant].norm, BatchNorm):
+        if not self.variants[self.calibrate.variant].batchnorm:
             raise ParamsError(
                 f"calibrate.variant: {self.calibrate.variant!r} has no BatchNorm; choose one of "
-                f"{sorted(n for n, v in self.variants.items() if isinstance(v.norm, BatchNorm))}"
+                f"{sorted(n for n, v in self.variants.items() if v.batchnorm)}"
             )
+        self._validate_report()
+
+    def _validate_report(self):
         report = self.report
         names = [(f"report.lecture[{i}]", n) for i, n in enumerate(report.lecture)]
         names += [(f"report.symmetry[{i}]", n) for i, n in enumerate(report.symmetry)]
@@ -329,6 +529,19 @@ class Params:
                         f"report.deep_compare.{name}: {config!r} is not a deep config"
                     )
 
+    def variant(self, name):
+        """The variant called `name`; ParamsError naming the choices if there is none."""
+        if name not in self.variants:
+            raise ParamsError(
+                f"variants.{name}: no such variant; choose one of {sorted(self.variants)}"
+            )
+        return self.variants[name]
+
+    def deep_config(self, name):
+        if name not in self.deep:
+            raise ParamsError(f"deep.{name}: no such config; choose one of {sorted(self.deep)}")
+        return self.deep[name]
+
     def resolved(self):
         """These params with every variant's and deep config's optimizer filled in."""
         return dataclasses.replace(
@@ -344,86 +557,15 @@ class Params:
         )
 
 
-def _convert(value, tp, key):
-    """Check `value` against the annotation `tp`; return it in that type."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return tp.__metadata__[0](value, key)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
-        _, value_tp = typing.get_args(tp)
-        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ParamsError(f"{key}: expected a list, got {value!r}")
-        if args[-1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ParamsError(f"{key}: expected a list of {len(args)} items, got {value!r}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        return _convert(value, next(a for a in args if a is not type(None)), key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp}")
-
-
-def build(cls, values, key="", allowed_extra=()):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys, wrong types and values a
-    class's validate() or __post_init__ refuses."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ParamsError(f"{key or 'params'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for name in values:
-        if name not in names:
-            where = f"{key}.{name}" if key else str(name)
-            allowed = ", ".join([*allowed_extra, *names]) or "none"
-            raise ParamsError(f"{where}: unknown key; allowed keys are {allowed}")
-    kwargs = {
-        name: _convert(values[name], hints[name], f"{key}.{name}" if key else name)
-        for name in names
-        if name in values
-    }
-    try:
-        obj = cls(**kwargs)
-    except ValueError as e:  # a piece's __post_init__: "field: must be ..."
-        raise ParamsError(f"{key}.{e}") from None
-    if hasattr(obj, "validate"):
-        obj.validate(key)
-    return obj
-
-
 def plain(value):
-    """Params as plain values, for the record: a piece with its name, an Init in words."""
+    """Params as plain values, for the record: a piece as its name and hyperparameters, an
+    Init in words."""
     if isinstance(value, Init):
         return str(value)
+    if isinstance(value, Piece):
+        return {"name": value.name, **value.kwargs}
     if dataclasses.is_dataclass(value):
-        named = {"name": value.name} if hasattr(type(value), "name") else {}
-        return named | {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value

@@ -7,13 +7,17 @@ activations and gradients can be read after the last step, and BatchNorm keeps r
 statistics for evaluation, as the notebook's classes do.
 """
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from . import optim, pieces
 from .errors import Diverged
-from .model import mean_nll
+from .instruments import block_means
+from .model import split_loss
 
 SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as saturated
 BINS = 100  # histogram bins, torch.histogram's default as in the lecture
@@ -112,7 +116,7 @@ def build_net(cfg, train, block_size, vocab_size, generator):
         if cfg.batchnorm:
             block.append(BatchNorm1d(fan_out, train.bn_momentum, train.bn_eps))
         if i < train.n_layers:
-            block.append(Activation(cfg.activation))
+            block.append(Activation(pieces.activation(cfg.activation)))
         blocks.append(block)
     net = DeepNet(C, blocks)
     with torch.no_grad():
@@ -243,17 +247,13 @@ class DeepResult:
     spectra: dict  # {"init": spectra(...), "final": spectra(...) or None}
 
 
-def split_loss(net, X, Y):
-    """The loss over a whole split, keeping one layer's output at a time (not every `.out`)."""
-
-    def logits_of(contexts):
-        x = net.C[contexts].view(len(contexts), -1)
-        for layer in net.layers:
-            x = layer(x)
-            layer.out = None
-        return x
-
-    return mean_nll(logits_of, X, Y)
+def evaluation_logits(net, contexts):
+    """The net's logits, keeping one layer's output at a time (not every `.out`)."""
+    x = net.C[contexts].view(len(contexts), -1)
+    for layer in net.layers:
+        x = layer(x)
+        layer.out = None
+    return x
 
 
 def run_deep(cfg, train, splits, vocab_size):
@@ -273,7 +273,7 @@ def run_deep(cfg, train, splits, vocab_size):
     for p in parameters:
         p.requires_grad = True
     weights = net.weights()
-    optimizer = cfg.optimizer
+    optimizer = optim.optimizer(cfg.optimizer)
     # the optimizer pieces take (seeds, rows, cols): one seed, biases and gains as one row
     stacked = [p.data.view(1, -1, p.shape[-1]) for p in parameters]
     state = optimizer.init_state(stacked)
@@ -308,5 +308,49 @@ def run_deep(cfg, train, splits, vocab_size):
         final = read_out(net)  # the last step's outputs and gradients, its updated weights
         spectra_at["final"] = spectra(net, probe)
         net.train(False)
-        split_losses = {name: split_loss(net, *splits[name]) for name in ("train", "val")}
+        logits_of = functools.partial(evaluation_logits, net)
+        split_losses = {name: split_loss(logits_of, *splits[name]) for name in ("train", "val")}
     return DeepResult(init, final, update_ratios, losses, split_losses, diverged_at, spectra_at)
+
+
+# --- what the deep stage writes ---------------------------------------------------------------
+
+SERIES_EVERY = 10  # each per-step curve is kept as the mean of every 10 steps
+
+
+def _finite(value):
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _spread_only(spectra):
+    """The spectra without the singular values themselves (they go to the figure)."""
+    return spectra and {k: v for k, v in spectra.items() if k != "values"}
+
+
+def metrics(result, cfg):
+    """The JSON: losses, each read-out's numbers (init, and final unless training diverged) and
+    the spread of the singular values at both."""
+    losses = result.split_losses or {}
+    return {
+        "optimizer": cfg.optimizer.name,
+        "init_loss": result.losses[0],
+        "final_batch_loss": result.losses[-1],
+        "train_loss": losses.get("train"),
+        "val_loss": losses.get("val"),
+        "steps_run": len(result.losses),
+        "diverged_at_step": result.diverged_at,
+        "update_ratio_log10": {k: _finite(v[-1]) for k, v in result.update_ratios.items()},
+        "init": {"layers": result.init.layers, "weights": result.init.weights},
+        "final": result.final and {"layers": result.final.layers, "weights": result.final.weights},
+        "spectra": {moment: _spread_only(s) for moment, s in result.spectra.items()},
+    }
+
+
+def series(result):
+    """(columns, rows) of the series CSV: the batch loss and each weight's log10 update:data,
+    as means of SERIES_EVERY steps, each row at the first step of its block (from step 1)."""
+    curves = {"batch_loss": result.losses}
+    curves |= {f"update_ratio_log10.{k}": r for k, r in result.update_ratios.items()}
+    values = torch.tensor(list(curves.values()), dtype=torch.float64).T
+    means = block_means(values, range(len(values)), SERIES_EVERY).tolist()
+    return ["step", *curves], [(k * SERIES_EVERY + 1, *row) for k, row in enumerate(means)]

@@ -46,7 +46,7 @@ def draw(seed, variant, vocab_size, block_size, n_embd, n_hidden):
             drawn = torch.randn(shape, generator=g)
             spec = variant.init_of(name)
             weights[name] = scheme_tensor(drawn, spec, fan_in, fan_out, variant.gain_of(name))
-    if variant.norm.params:
+    if variant.normed:
         weights["norm_gain"] = torch.ones(n_hidden)
         weights["norm_bias"] = torch.zeros(n_hidden)
     return weights, g

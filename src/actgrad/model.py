@@ -5,11 +5,13 @@ Every tensor in a `Weights` has shape (S, ...): one slice per seed. Vectors (bia
 gain and bias, its running statistics) are kept as (S, 1, n) so they broadcast over a batch.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from . import pieces
 from .init import draw
 
 PARAM_ORDER = ("C", "W1", "b1", "norm_gain", "norm_bias", "W2", "b2")
@@ -45,7 +47,7 @@ def init_weights(seeds, variant, vocab_size, block_size, n_embd, n_hidden):
     names = [n for n in PARAM_ORDER if n in drawn[0][0]]
     params = {n: torch.stack([w[n].view(-1, w[n].shape[-1]) for w, _ in drawn]) for n in names}
     running = {}
-    if hasattr(variant.norm, "statistics"):  # BatchNorm: running mean 0 and std 1 to start
+    if variant.batchnorm:  # running mean 0 and std 1 to start
         running = {"mean": torch.zeros(len(seeds), 1, n_hidden)}
         running["std"] = torch.ones(len(seeds), 1, n_hidden)
     return Weights(tuple(seeds), params, running), [g for _, g in drawn]
@@ -62,8 +64,8 @@ def hidden(w, X, variant, stats=None):
     ({mean, std}) if given, else with its running statistics in w."""
     a = preactivation(w, X)
     gain, bias = w.get("norm_gain"), w.get("norm_bias")
-    z = variant.norm.evaluate(a, gain, bias, stats or w)
-    return z, variant.activation.forward(z)
+    z = pieces.norm(variant.norm).evaluate(a, gain, bias, stats or w)
+    return z, pieces.activation(variant.activation).forward(z)
 
 
 def logits(w, X, variant, stats=None):
@@ -74,9 +76,9 @@ EVAL_ROWS = 16384  # contexts per pass when evaluating a whole split: bounds the
 
 
 @torch.no_grad()
-def mean_nll(logits_of, X, Y):
-    """The mean cross-entropy of logits_of(contexts) over a whole split, summed EVAL_ROWS
-    contexts at a time."""
+def split_loss(logits_of, X, Y):
+    """The mean cross-entropy of logits_of(contexts) over a whole split (the MLP's or the deep
+    net's), summed EVAL_ROWS contexts at a time."""
     total = 0.0
     for start in range(0, len(X), EVAL_ROWS):
         rows = slice(start, start + EVAL_ROWS)
@@ -84,20 +86,20 @@ def mean_nll(logits_of, X, Y):
     return total / len(X)
 
 
-def split_loss(w, variant, X, Y, stats=None):
+def loss(w, variant, X, Y, stats=None):
     """One seed's mean cross-entropy over a whole split."""
-    return mean_nll(lambda contexts: logits(w, contexts, variant, stats), X, Y)
+    return split_loss(functools.partial(logits, w, variant=variant, stats=stats), X, Y)
 
 
 def seed_losses(weights, variant, X, Y):
     """Every seed's loss over a whole split, in seed order."""
-    return [split_loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))]
+    return [loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))]
 
 
 @torch.no_grad()
 def batch_stats(w, X, variant):
     """The BatchNorm statistics of one seed's first-layer output over all of X."""
-    return variant.norm.statistics(preactivation(w, X))
+    return pieces.norm(variant.norm).statistics(preactivation(w, X))
 
 
 def fold_batchnorm(w, stats):

@@ -1,35 +1,24 @@
 """Optimizers: each a small piece that updates parameters in place from their gradients.
 
-An optimizer's fields are its hyperparameters, read from params.yaml, with a step learning-rate
-schedule shared by all: `lr` until step `decay_step`, then `decayed_lr`. `update(params, grads,
+An optimizer's fields are its hyperparameters, as config.py validated them from params.yaml,
+with a step learning-rate schedule shared by all: `lr` until step `decay_step`, then
+`decayed_lr`; `optimizer(spec)` builds the one a config.Piece names. `update(params, grads,
 lr, state)` takes lists of tensors; an element-wise optimizer can take the whole flat parameter
 buffer as one tensor, a layer-wise one (`layerwise = True`) takes one tensor per layer shaped
 (seeds, rows, cols), where a bias or a norm's gain has one row. `state` is what init_state(params)
 made for the same list. Like the pieces, they use Tensor methods only (no torch import).
 """
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
-
-from .pieces import require
 
 
 @dataclass(frozen=True)
 class Schedule:
-    lr: float = 0.1
-    decay_step: int | None = None  # from this step on, decayed_lr; None: lr throughout
-    decayed_lr: float | None = None
-
-    def __post_init__(self):
-        require(self.lr > 0, "lr", "a number > 0", self.lr)
-        if self.decay_step is not None:
-            require(self.decay_step >= 0, "decay_step", "an integer >= 0", self.decay_step)
-            require(
-                self.decayed_lr is not None and self.decayed_lr > 0,
-                "decayed_lr",
-                "a number > 0 when decay_step is set",
-                self.decayed_lr,
-            )
+    lr: float
+    decay_step: int | None  # from this step on, decayed_lr; None: lr throughout
+    decayed_lr: float | None
 
     def lr_at(self, step):
         return self.lr if self.decay_step is None or step < self.decay_step else self.decayed_lr
@@ -54,13 +43,9 @@ class Sgd(Schedule):
 class Momentum(Schedule):
     """v = momentum · v + g; θ -= lr · v (torch.optim.SGD with momentum)."""
 
-    momentum: float = 0.9
+    momentum: float
     name: ClassVar = "momentum"
     layerwise: ClassVar = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
 
     def init_state(self, params):
         return {"v": [p.new_zeros(p.shape) for p in params]}
@@ -74,18 +59,11 @@ class Momentum(Schedule):
 class Adam(Schedule):
     """torch.optim.Adam: moments with bias correction, θ -= lr · m̂ / (√v̂ + eps)."""
 
-    lr: float = 0.001
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    beta1: float
+    beta2: float
+    eps: float
     name: ClassVar = "adam"
     layerwise: ClassVar = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        for field in ("beta1", "beta2"):
-            require(0 <= getattr(self, field) < 1, field, "in [0, 1)", getattr(self, field))
-        require(self.eps > 0, "eps", "a number > 0", self.eps)
 
     def init_state(self, params):
         zeros = [p.new_zeros(p.shape) for p in params]
@@ -108,17 +86,11 @@ class Lars(Schedule):
     ratio trust · ‖w‖ / (‖g‖ + weight_decay · ‖w‖); biases and gains (one row) take the plain lr,
     as is usual. v = momentum · v + lr · ratio · (g + weight_decay · w); w -= v."""
 
-    trust: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    trust: float
+    momentum: float
+    weight_decay: float
     name: ClassVar = "lars"
     layerwise: ClassVar = True
-
-    def __post_init__(self):
-        super().__post_init__()
-        require(self.trust > 0, "trust", "a number > 0", self.trust)
-        require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
-        require(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
 
     def init_state(self, params):
         return {"v": [p.new_zeros(p.shape) for p in params]}
@@ -137,3 +109,9 @@ class Lars(Schedule):
 
 
 OPTIMIZERS = {o.name: o for o in (Sgd, Momentum, Adam, Lars)}
+
+
+@functools.cache
+def optimizer(spec):
+    """The optimizer piece a config.Piece names, with its hyperparameters."""
+    return OPTIMIZERS[spec.name](**spec.kwargs)

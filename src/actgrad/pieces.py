@@ -1,34 +1,27 @@
 """Activations and norms: each a forward and a hand-written backward, in public torch ops.
 
-A piece is a frozen dataclass: its fields are its hyperparameters, read from params.yaml, and
-its methods are the math. Every method works on tensors of any shape, the seeds stacked in
+A piece is a frozen dataclass: its fields are its hyperparameters, as config.py validated them
+from params.yaml, and its methods are the math. `activation(spec)` and `norm(spec)` build the
+piece a config.Piece names. Every method works on tensors of any shape, the seeds stacked in
 front. An activation's forward is also differentiable by autograd (the deep network trains
 through it); a norm's works in place on its own temporaries, to save passes over the batch.
-Pieces call Tensor methods only, so the params schema can import them without loading torch.
 tests/test_pieces.py checks every piece against torch.autograd and torch.nn.functional.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-
-def require(ok, field, rule, value):
-    """Raise ValueError("field: must be rule, got value") unless ok; params.yaml names the key."""
-    if not ok:
-        raise ValueError(f"{field}: must be {rule}, got {value}")
-
-
 # --- activations ------------------------------------------------------------------------------
-# forward(a) -> h; backward(dh, a, h) -> da. `gain` is torch.nn.init.calculate_gain's, or None
-# where torch defines none. `inactive(a, h)` marks the units that pass (almost) no gradient, and
-# `inactive_rule` says so in words; None for an activation that always passes one.
+# forward(a) -> h; backward(dh, a, h) -> da. `inactive(a, h)` marks the units that pass (almost)
+# no gradient, and `inactive_rule` says so in words; None for an activation that always passes
+# one.
 
 
 @dataclass(frozen=True)
 class Tanh:
     name: ClassVar = "tanh"
-    gain: ClassVar = 5 / 3
     inactive_rule: ClassVar = "|h| > 0.99"
 
     def forward(self, a):
@@ -44,7 +37,6 @@ class Tanh:
 @dataclass(frozen=True)
 class Sigmoid:
     name: ClassVar = "sigmoid"
-    gain: ClassVar = 1.0
     inactive_rule: ClassVar = "h < 0.01 or h > 0.99"
 
     def forward(self, a):
@@ -60,7 +52,6 @@ class Sigmoid:
 @dataclass(frozen=True)
 class Relu:
     name: ClassVar = "relu"
-    gain: ClassVar = math.sqrt(2)
     inactive_rule: ClassVar = "a <= 0"
 
     def forward(self, a):
@@ -77,16 +68,9 @@ class Relu:
 
 @dataclass(frozen=True)
 class LeakyRelu:
-    slope: float = 0.01
+    slope: float
     name: ClassVar = "leaky_relu"
     inactive_rule: ClassVar = None
-
-    def __post_init__(self):
-        require(0 <= self.slope < 1, "slope", "in [0, 1)", self.slope)
-
-    @property
-    def gain(self):
-        return math.sqrt(2 / (1 + self.slope**2))
 
     def forward(self, a):
         return a.where(a > 0, a * self.slope)
@@ -100,13 +84,9 @@ class LeakyRelu:
 
 @dataclass(frozen=True)
 class Elu:
-    alpha: float = 1.0
+    alpha: float
     name: ClassVar = "elu"
-    gain: ClassVar = None
     inactive_rule: ClassVar = "h < -0.99 alpha"
-
-    def __post_init__(self):
-        require(self.alpha > 0, "alpha", "a number > 0", self.alpha)
 
     def forward(self, a):
         return a.where(a > 0, a.expm1() * self.alpha)
@@ -123,7 +103,6 @@ class Gelu:
     """The exact GELU, a·Φ(a)."""
 
     name: ClassVar = "gelu"
-    gain: ClassVar = None
     inactive_rule: ClassVar = "a < -3"
 
     def forward(self, a):
@@ -139,9 +118,10 @@ class Gelu:
 
 
 @dataclass(frozen=True)
-class Linear:
+class Identity:
+    """params.yaml's `linear`: no activation at all."""
+
     name: ClassVar = "linear"
-    gain: ClassVar = 1.0
     inactive_rule: ClassVar = None
 
     def forward(self, a):
@@ -164,8 +144,6 @@ class Linear:
 @dataclass(frozen=True)
 class NoNorm:
     name: ClassVar = "none"
-    has_bias_before: ClassVar = True  # b1 is added before the norm (and drawn at init)
-    params: ClassVar = ()
 
     def forward(self, a, gain, bias, running):
         return a, None
@@ -182,13 +160,8 @@ class BatchNorm:
     """The lecture's: each unit over the batch, unbiased std and no epsilon; running mean and
     std kept as running = (1 - momentum) * running + momentum * batch."""
 
-    momentum: float = 0.001
+    momentum: float
     name: ClassVar = "batchnorm"
-    has_bias_before: ClassVar = False  # its bias replaces b1, which is then neither drawn nor used
-    params: ClassVar = ("norm_gain", "norm_bias")
-
-    def __post_init__(self):
-        require(0 < self.momentum <= 1, "momentum", "in (0, 1]", self.momentum)
 
     def forward(self, a, gain, bias, running):
         mean = a.mean(-2, keepdim=True)
@@ -221,13 +194,8 @@ class BatchNorm:
 class LayerNorm:
     """Each example over its units, biased variance plus eps, as torch.nn.LayerNorm."""
 
-    eps: float = 1e-5
+    eps: float
     name: ClassVar = "layernorm"
-    has_bias_before: ClassVar = True
-    params: ClassVar = ("norm_gain", "norm_bias")
-
-    def __post_init__(self):
-        require(self.eps > 0, "eps", "a number > 0", self.eps)
 
     def forward(self, a, gain, bias, running):
         diff = a - a.mean(-1, keepdim=True)
@@ -248,5 +216,16 @@ class LayerNorm:
         return self.forward(a, gain, bias, None)[0]
 
 
-ACTIVATIONS = {p.name: p for p in (Tanh, Sigmoid, Relu, LeakyRelu, Elu, Gelu, Linear)}
+ACTIVATIONS = {p.name: p for p in (Tanh, Sigmoid, Relu, LeakyRelu, Elu, Gelu, Identity)}
 NORMS = {p.name: p for p in (NoNorm, BatchNorm, LayerNorm)}
+
+
+@functools.cache
+def activation(spec):
+    """The activation piece a config.Piece names, with its hyperparameters."""
+    return ACTIVATIONS[spec.name](**spec.kwargs)
+
+
+@functools.cache
+def norm(spec):
+    return NORMS[spec.name](**spec.kwargs)
