@@ -1,4 +1,5 @@
-# make repro: the whole study from scratch, mirrored in MLflow; make test: the test suite.
+# make repro: what is out of date of the study, then MLflow mirrors dvc.lock; make repro-all:
+# all of it again; make test: the test suite.
 # Every target sets up .venv first.
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -6,18 +7,29 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 BASE ?= origin/main
 TABLE := awk '/^\|/ {p = 1; print; next} p {exit}' reports/comparison.md
-OUTPUTS := metrics reports dvc.lock
 
-.PHONY: setup data repro repro-all sync test lint ui check check-outputs pr-comment bench clean
+.PHONY: setup lock data repro repro-all sync test test-fast lint ui check check-outputs pr-comment bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# every package at the version requirements.lock pins, then the project itself
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# names.txt into data/raw and $ACTGRAD_DATA_CACHE (the tests read it there)
+# requirements.lock afresh from pyproject.toml (pip-tools); torch pinned as 2.13.0, whichever
+# build (+cpu) the index gave
+lock:
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'pip-tools>=7.5'
+	pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.lock pyproject.toml
+	sed -i 's/^torch==\([0-9.]*\)+.*/torch==\1/' requirements.lock
+
+# names.txt into data/raw and the download cache ($ACTGRAD_DATA_CACHE, else ~/.cache/actgrad),
+# where the tests read it
 data: setup
 	dvc repro download
 
@@ -38,7 +50,11 @@ sync: setup
 	python -m pipeline.sync
 
 test: setup
-	python -m pytest
+	python -m pytest -n auto
+
+# the unit tiers (pieces, config, data, report tables, instruments): no DVC project
+test-fast: setup
+	python -m pytest -n auto -m "not slow"
 
 lint: setup
 	pre-commit run --all-files
@@ -46,13 +62,10 @@ lint: setup
 check: setup
 	python -m pipeline.check
 
-# exit 1 when the outputs of the last repro differ from the committed ones
+# exit 1 when the outputs of the last repro differ from the committed ones: bit for bit on the
+# machine that made them (metrics/machine.json), within tolerance.yaml elsewhere
 check-outputs: setup
-	@changed=$$(git status --porcelain -- $(OUTPUTS)); \
-	if [ -n "$$changed" ]; then \
-	  echo "outputs that differ from the committed ones:"; echo "$$changed"; dvc metrics diff; exit 1; \
-	fi; \
-	echo "the outputs ($(OUTPUTS)) are the committed ones"
+	python -m pipeline.check_outputs
 
 # pr-comment.md: the results table, dvc metrics diff against $(BASE), the loss overlay
 pr-comment: setup
@@ -67,10 +80,9 @@ pr-comment: setup
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host $(HOST) --port $(PORT)
 
+# every bench docs/speed.md names, its output written into the page
 bench: setup
-	python bench/engine.py
-	python bench/step.py
-	python bench/repro.py
+	python bench/render.py docs/speed.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

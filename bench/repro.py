@@ -1,14 +1,14 @@
 """Wall time and memory of the whole study, against its target, then a `dvc repro` with nothing
 to do.
 
-Runs the forced full study both ways: `python -m pipeline.repro --force` (what `make repro-all`
-runs: independent stages at once, one process per train stage) and a plain `dvc repro -f` (one
-stage at a time, each train stage spreading its seeds over the cores). Prints each one's wall
-time against the target of 30 s per train stage and 5 s per other stage, the peak resident
-memory of the largest single process (getrusage) and of the whole process tree at once (sampled
-every 0.1 s). Run from the project root with the pipeline's data cache seeded.
+Runs the forced full study once, as `make repro-all` does: `python -m pipeline.repro --force`
+(independent stages at once, one process per train stage); with --plain, a plain `dvc repro -f`
+too (one stage at a time, each train stage spreading its seeds over the cores). Prints each
+one's wall time against the target of 30 s per train stage and 5 s per other stage, the peak
+resident memory of the largest single process (getrusage) and of the whole process tree at once
+(sampled every 0.1 s). Run from the project root with the pipeline's data cache seeded.
 
-    python bench/repro.py [--plain/--no-plain]
+    python bench/repro.py [--plain]
 """
 
 import resource
@@ -50,7 +50,7 @@ def target():
 
 
 @click.command()
-@click.option("--plain/--no-plain", default=True, help="also time a plain `dvc repro -f`")
+@click.option("--plain/--no-plain", default=False, help="also time a plain `dvc repro -f`")
 def main(plain):
     runs = {"python -m pipeline.repro --force": [sys.executable, "-m", "pipeline.repro", "-f"]}
     if plain:

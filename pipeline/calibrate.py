@@ -12,12 +12,12 @@ import torch
 
 from actgrad.calibration import calibrate
 from actgrad.model import Weights
+from actgrad.params import read_params
 from actgrad.plots import bn_calibration_figure
 
 from . import records
 from .inputs import load_split
 from .outputs import writing
-from .params import read_params
 from .stage import log, run_stage, stage_command
 from .tracking import log_values, mlflow_client
 

@@ -1,7 +1,7 @@
 """Stage deep@<config>: a short run of the lecture's deep network, and its instruments.
 
-Writes, to the paths its command names, the metrics JSON, the series CSV of its curves and five
-figures, and logs an MLflow run named "deep <config>".
+Writes, to the paths its command names, the trained network, the metrics JSON, the series CSV
+of its curves and five figures, and logs an MLflow run named "deep <config>".
 """
 
 import time
@@ -13,15 +13,15 @@ import torch
 from actgrad import deep, figures
 from actgrad.config import plain
 from actgrad.errors import Diverged
+from actgrad.params import read_params
 
 from . import records
 from .inputs import load_split, load_vocab
 from .outputs import writing
-from .params import read_params
 from .stage import log, run_stage, stage_command
 from .tracking import log_values, mlflow_client
 
-OUTPUTS = ("metrics", "series") + tuple(f"{kind}_figure" for kind in figures.DEEP_FIGURES)
+OUTPUTS = ("model", "metrics", "series") + tuple(f"{kind}_figure" for kind in figures.DEEP_FIGURES)
 
 
 def record(params, args):
@@ -47,7 +47,9 @@ def fill(client, runs, record, params):
     metrics = records.numbers(records.read_json(record.outputs["metrics"]))
     metrics = {k: v for k, v in metrics.items() if k not in series}
     log_values(client, runs.top, metrics, run_params, series)
-    records.log_files(client, runs.top, record.outputs.values())
+    records.log_files(
+        client, runs.top, [p for role, p in record.outputs.items() if role != "model"]
+    )
 
 
 def figure_option(kind):
@@ -58,6 +60,7 @@ def figure_option(kind):
 @click.argument("config")
 @click.option("--split", required=True, help="the split stage's folder")
 @click.option("--summary", required=True, help="the split stage's summary JSON")
+@click.option("--model", required=True, help="the trained network (DVC's cache)")
 @click.option("--metrics", required=True)
 @click.option("--series", required=True)
 @figure_option("activations")
@@ -73,7 +76,6 @@ def main(config, **paths):
     client, exp_id = mlflow_client()
     splits = {name: load_split(paths["split"], name) for name in ("train", "val")}
     vocab_size = len(load_vocab(paths["split"]))
-    torch.set_num_threads(1)
     log(f"deep@{config}: {figures.describe(cfg, train)}, {train.steps:,} steps")
     started = time.time()
     with records.open_runs(client, exp_id, this, params) as runs, writing() as out:
@@ -85,6 +87,7 @@ def main(config, **paths):
             ) from None
         kinds = {kind: out.path(paths[f"{kind}_figure"]) for kind in figures.DEEP_FIGURES}
         figures.deep_figures(config, cfg, train, result, kinds)
+        torch.save(result.net.state_dict(), out.path(paths["model"]))
         out.json(paths["metrics"], deep.metrics(result, cfg))
         out.csv(paths["series"], *deep.series(result))
         out.commit()

@@ -3,9 +3,9 @@
 import click
 
 from actgrad.data import default_cache_dir, fetch_names, read_words
+from actgrad.params import read_params
 
 from .outputs import writing
-from .params import read_params
 from .stage import log, run_stage, stage_command
 
 

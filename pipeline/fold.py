@@ -15,11 +15,11 @@ import torch
 from actgrad.calibration import fold
 from actgrad.config import plain
 from actgrad.model import Weights
+from actgrad.params import read_params
 
 from . import records
 from .inputs import load_split
 from .outputs import writing
-from .params import read_params
 from .stage import StageError, log, run_stage, stage_command
 from .tracking import log_values, mlflow_client
 
@@ -73,7 +73,6 @@ def main(**paths):
     X, Y = load_split(paths["split"], "val")
     weights = Weights.from_state_dict(torch.load(paths["model"], weights_only=True))
     calibrated = torch.load(paths["statistics"], weights_only=True)
-    torch.set_num_threads(1)
     log(f"fold: {name}, {len(weights.seeds)} seeds, the val split's {len(Y):,} examples")
     with records.open_runs(client, exp_id, this, params) as runs, writing() as out:
         metrics, folded, seconds = fold(

@@ -35,6 +35,7 @@ class Record:
     children: dict = field(default_factory=dict)  # {key: (name, tags)} of the nested runs
     # (the split's folder, its summary) when the stage trains or evaluates on the split
     dataset: tuple[Path, Path] | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)  # other files the fill reads, by role
 
 
 @dataclass

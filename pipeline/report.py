@@ -13,11 +13,12 @@ import click
 import yaml
 
 from actgrad import sections
-from actgrad.plots import loss_curve_figure, variant_color
+from actgrad.params import read_params
+from actgrad.plots import overlay_figure
+from actgrad.report import overlay_panels
 
-from . import records
+from . import records, registry
 from .outputs import writing
-from .params import read_params
 from .stage import log, run_stage, stage_command
 from .tracking import mlflow_client
 
@@ -29,24 +30,28 @@ def record(params, args):
         name="report",
         outputs={role: Path(args[role]) for role in ("comparison", "figure", "curves")},
         fill=fill,
+        inputs={"metrics": Path(args["metrics"])},
     )
 
 
 def fill(client, runs, record, params):
+    """The report's files, and every variant's model registered."""
     records.log_files(client, runs.top, record.outputs.values())
+    exp_id = client.get_run(runs.top).info.experiment_id
+    registry.register(client, exp_id, params, record.inputs["metrics"])
 
 
-def read_study(params, paths, figures):
-    """Every stage's metrics, expected.yaml and the sampled names, as sections.Study."""
+def read_study(params, paths):
+    """Every stage's metrics and expected.yaml, as sections.Study."""
     metrics_dir = Path(paths["metrics"])
     names = [*params.variants, "calibrate", "fold"]
     metrics = {n: records.read_json(metrics_dir / f"{n}.json") for n in names}
     deep = {n: records.read_json(metrics_dir / "deep" / f"{n}.json") for n in params.deep}
     expected = yaml.safe_load(Path(paths["expected"]).read_text())
-    samples = {
-        n: (Path(paths["samples"]) / f"{n}.txt").read_text().splitlines() for n in params.variants
-    }
-    return sections.Study(params, metrics, deep, expected, samples, figures)
+    report = Path(paths["comparison"]).parent
+    figures = Path(paths["figure"]).parent.relative_to(report)
+    samples = Path(paths["samples"]).relative_to(report)
+    return sections.Study(params, metrics, deep, expected, str(samples), str(figures))
 
 
 def read_curves(params, metrics_dir):
@@ -68,7 +73,7 @@ def long_curves(curves):
 @click.command()
 @click.option("--metrics", required=True, help="the folder of every stage's metrics")
 @click.option("--expected", required=True, help="the lecture's and notebook's numbers")
-@click.option("--samples", required=True, help="the folder of every variant's sampled names")
+@click.option("--samples", required=True, help="the folder of the sampled names, to link")
 @click.option("--comparison", required=True)
 @click.option("--figure", required=True, help="the loss overlay, beside the other figures")
 @click.option("--curves", required=True)
@@ -79,15 +84,14 @@ def main(**paths):
     client, exp_id = mlflow_client()
     log(f"report: {len(params.variants)} variants, {len(params.deep)} deep configs")
     figure, out = Path(paths["figure"]), Path(paths["comparison"])
-    study = read_study(params, paths, figure.parent.relative_to(out.parent))
+    study = read_study(params, paths)
     points = read_curves(params, paths["metrics"])
     with records.open_runs(client, exp_id, this, params) as runs, writing() as outputs:
-        loss_curve_figure(
-            {n: [float(value) for _, value in curve] for n, curve in points.items()},
+        overlay_figure(
+            overlay_panels(params, {n: [float(v) for _, v in c] for n, c in points.items()}),
             [step for step, _ in points[next(iter(points))]],
             f"log10 loss, mean per {params.train.curve_every} steps, seed {params.train.seeds[0]}",
             outputs.path(figure),
-            colors={n: variant_color(n) for n in params.variants},
         )
         outputs.text(out, sections.comparison(study, figure.name))
         outputs.text(paths["curves"], long_curves(points))

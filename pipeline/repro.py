@@ -5,7 +5,8 @@ the stages that everything else needs (download, split), then the independent br
 them that hold an out-of-date stage, spread over `--jobs` lanes, each a `dvc repro <its
 stages>` running alongside the others, then whatever joins the branches (the report). DVC
 still decides what is out of date and records every stage in dvc.lock; a train stage in a
-lane trains all its seeds in one process.
+lane trains all its seeds in one process. When stages ran, metrics/machine.json records the
+machine (pipeline/machine.py), which `make check-outputs` reads.
 
     python -m pipeline.repro [--jobs 2] [--force]
 """
@@ -20,6 +21,7 @@ from graphlib import TopologicalSorter
 import click
 
 TRAIN_COST = 8  # a train stage takes about this many times as long as any other stage
+MACHINE = "metrics/machine.json"  # the fingerprint of the machine that ran the last stages
 
 
 def read_dag():
@@ -111,6 +113,8 @@ def main(jobs, force):
         )
     if joins and dvc_repro(joins, force).wait():
         sys.exit(f"Error: {', '.join(joins)} failed; see DVC's message above")
+    if lanes or joins:  # the outputs are this machine's now
+        subprocess.run([sys.executable, "-m", "pipeline.machine", MACHINE], check=True)
 
 
 if __name__ == "__main__":

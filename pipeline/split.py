@@ -12,9 +12,9 @@ import click
 import torch
 
 from actgrad.data import make_splits, read_words, sha256_of
+from actgrad.params import read_params
 
 from .outputs import writing
-from .params import read_params
 from .stage import log, run_stage, stage_command
 
 

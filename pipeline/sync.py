@@ -16,9 +16,10 @@ from pathlib import Path
 import click
 from ruamel.yaml import YAML
 
-from . import records
+from actgrad.params import read_params, read_values
+
+from . import records, registry
 from .outputs import md5_of
-from .params import read_params, read_values
 from .stage import StageError, log, run_stage, stage_command
 from .tracking import mlflow_client, set_tags
 
@@ -154,6 +155,9 @@ def main():
             check_rebuildable(stage, entry, values, locked)
             current.update(rebuild(client, exp_id, record, params, locked, tags))
             restored.append(stage)
+    if "report" in lock:  # models of rebuilt train runs join the registry
+        report = records.record_of("report", lock["report"]["cmd"], params)
+        registry.register(client, exp_id, params, report.inputs["metrics"])
     stale = [r for r in runs_tagged_current(client, exp_id) if r.info.run_id not in current]
     retag(client, stale, {"current": "false"})
     log(

@@ -20,13 +20,13 @@ from actgrad.config import plain
 from actgrad.errors import Diverged
 from actgrad.model import logits
 from actgrad.parallel import train_seeds
+from actgrad.params import read_params
 from actgrad.plots import loss_curve_figure
 from actgrad.sample import sample_names
 
-from . import records
+from . import models, records
 from .inputs import load_split, load_vocab
 from .outputs import writing
-from .params import read_params
 from .stage import check_interrupted, log, progress_bar, run_stage, stage_command
 from .tracking import log_values, mlflow_client
 
@@ -79,6 +79,7 @@ def fill(client, runs, record, params):
         )
         client.log_artifact(runs.top, str(seeds_figure))
     records.log_files(client, runs.top, [p for role, p in outputs.items() if role != "model"])
+    models.log_model(client, runs, record, params)
 
 
 def train(name, variant, cfg, splits, vocab, workers):

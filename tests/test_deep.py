@@ -1,7 +1,14 @@
 """The deep network: the notebook's run reproduced, the instruments of every config, LARS on the
-stacks that diverge, and the Jacobian spectra against torch.func."""
+stacks that diverge, and the Jacobian spectra against torch.func.
+
+The configs' full runs are the study's own (metrics/deep/*.json): the deep stages train them,
+and CI reruns the study before the tests, so these read what the code just made rather than
+train the eleven networks again.
+"""
 
 import dataclasses
+import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,17 +21,29 @@ from actgrad.deep import BatchNorm1d, build_net, run_deep, stack_jacobians
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
+def as_result(m):
+    """A deep stage's metrics JSON, read as its DeepResult is: read-outs, losses, spectra."""
+
+    def readout(part):
+        return part and SimpleNamespace(layers=part["layers"], weights=part["weights"])
+
+    losses = None if m["train_loss"] is None else {"train": m["train_loss"], "val": m["val_loss"]}
+    return SimpleNamespace(
+        init=readout(m["init"]),
+        final=readout(m["final"]),
+        split_losses=losses,
+        losses=[m["init_loss"]],
+        diverged_at=m["diverged_at_step"],
+        update_ratios={k: [v] for k, v in m["update_ratio_log10"].items()},
+        spectra=m["spectra"],
+    )
+
+
 @pytest.fixture(scope="module")
-def results(splits):
-    """Every deep config of params.yaml, trained for deep_train.steps on the training split."""
-    vocab, data = splits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the stage does: on matrices this small, threads only cost
-    yield {
-        name: run_deep(cfg, PARAMS.deep_train, data, len(vocab))
-        for name, cfg in PARAMS.deep.items()
-    }
-    torch.set_num_threads(threads)
+def results():
+    """Every deep config of params.yaml, as its stage trained it for deep_train.steps."""
+    folder = ROOT / "metrics" / "deep"
+    return {n: as_result(json.loads((folder / f"{n}.json").read_text())) for n in PARAMS.deep}
 
 
 def column(readout, key):
@@ -150,7 +169,7 @@ def test_stack_jacobians_match_torch_func(splits, name):
             for layer in block:
                 if isinstance(layer, BatchNorm1d):
                     mean, var = fixed[id(layer)]
-                    h = layer.gamma * (h - mean) / torch.sqrt(var + layer.eps) + layer.beta
+                    h = layer.gamma * (h - mean) / torch.sqrt(var + layer.piece.eps) + layer.beta
                 elif hasattr(layer, "piece"):
                     h = layer.piece.forward(h)
                 else:

@@ -41,9 +41,14 @@ def test_ideal_init_loss_is_minus_log_one_over_27():
     assert instruments.ideal_init_loss(27) == pytest.approx(3.2958, abs=1e-4)
 
 
-def test_baseline_starts_far_above_the_ideal_loss_and_the_softmax_fix_near_it(splits):
-    assert init_loss("baseline", splits) > 20
-    assert abs(init_loss("softmax_fix", splits) - 3.2958) < 0.1
+def test_init_loss_is_the_lecture_loops_first_loss(splits):
+    """The lecture printed 27.8817 for the baseline's first batch, 3.3221 after the softmax fix:
+    the loss of the first minibatch at init, as its loop computes it."""
+    X, Y = splits[1]["train"]
+    for name, printed in (("baseline", 27.8817), ("softmax_fix", 3.3221)):
+        first, _, _ = lecture_loop(X, Y, RECIPES[name], 1, 1)
+        assert init_loss(name, splits) == pytest.approx(first[0].item(), abs=1e-4)
+        assert init_loss(name, splits) == pytest.approx(printed, abs=1e-4)
 
 
 def test_inactive_fraction_and_dead_units_follow_the_tanh_definition(splits):
@@ -146,3 +151,51 @@ def test_samples_are_reproducible_names(splits):
     assert len(names) == 20 and names == sample_names(model, vocab, 3, 20, seed=7)
     assert all(set(n) <= set(vocab.chars[1:]) for n in names)
     assert len(set(names)) > 10
+
+
+def spec(**values):
+    """A variant of params.yaml's schema, from what a user would write under variants:."""
+    from actgrad.config import Variant, build
+
+    return build(Variant, values, "variants.test")
+
+
+def test_init_schemes_are_their_formulas_on_the_seeds_randn_draws():
+    """kaiming: randn × gain / √fan_in (tanh 5/3, ReLU √2, or the gain given); xavier: randn ×
+    √(2 / (fan_in + fan_out)); a number: randn × it; a tensor left out: randn × 1; zeros and
+    constants: drawn, then replaced."""
+    g = torch.Generator().manual_seed(LECTURE_SEED)
+    randn = {
+        n: torch.randn(s, generator=g)
+        for n, s in (
+            ("C", (27, 10)),
+            ("W1", (30, 200)),
+            ("b1", (200,)),
+            ("W2", (200, 27)),
+            ("b2", (27,)),
+        )
+    }
+    cases = [
+        (spec(init={"W1": "kaiming"}), "W1", randn["W1"] * (5 / 3) / 30**0.5),
+        (spec(init={"W1": "kaiming"}, activation="relu"), "W1", randn["W1"] * 2**0.5 / 30**0.5),
+        (spec(init={"W1": {"kaiming": {"gain": 0.7}}}), "W1", randn["W1"] * 0.7 / 30**0.5),
+        (spec(init={"W2": "xavier"}), "W2", randn["W2"] * (2 / (200 + 27)) ** 0.5),
+        (spec(init={"W2": {"xavier": {"gain": 2.0}}}), "W2", randn["W2"] * 2 * (2 / 227) ** 0.5),
+        (spec(init={"b1": 0.5}), "b1", randn["b1"] * 0.5),
+        (spec(init={}), "C", randn["C"]),
+        (spec(init={"b2": "zeros"}), "b2", torch.zeros(27)),
+        (spec(init={"W1": {"constant": 0.1}}), "W1", torch.full((30, 200), 0.1)),
+    ]
+    for variant, name, expected in cases:
+        weights, generator = draw(LECTURE_SEED, variant, 27, 3, 10, 200)
+        assert torch.equal(weights[name], expected), (variant.init, name)
+        # every tensor drawn, whatever its scheme: the minibatches that follow are the same
+        assert torch.equal(generator.get_state(), g.get_state())
+    assert set(draw(LECTURE_SEED, spec(norm="batchnorm"), 27, 3, 10, 200)[0]) == {
+        "C",
+        "W1",
+        "W2",
+        "b2",
+        "norm_gain",
+        "norm_bias",  # BatchNorm's bias replaces b1
+    }

@@ -2,10 +2,11 @@
 and `dvc repro` on small-step copies of the project.
 
 Each failure must end in one line that names the culprit, a non-zero exit, and no output.
-The README's table of failures is read here, and each of its rows is run.
+The table of failures in docs/troubleshooting.md is read here, and each of its rows is run.
 """
 
 import ast
+import functools
 import http.server
 import os
 import re
@@ -27,6 +28,8 @@ from conftest import LECTURE_SEED, ROOT, copy_project, names_file, run, small_pa
 from mlflow.tracking import MlflowClient
 
 from actgrad.model import Weights
+
+pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
 KEYS = {"train": "kaiming", "deep": "batchnorm"}  # the key a foreach stage runs with unless told
 
@@ -94,12 +97,13 @@ def runs_of(env):
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-# --- 0. the README's table of failures -------------------------------------------------------
+# --- 0. docs/troubleshooting.md's table of failures ---------------------------------------
 
 
-def readme_failures():
-    """{what went wrong: (the message, the exit code or None)}, from README.md's table."""
-    section = (ROOT / "README.md").read_text().split("## When things go wrong")[1]
+def documented_failures():
+    """{what went wrong: (the message, the exit code or None)}, from the table of
+    docs/troubleshooting.md."""
+    section = (ROOT / "docs/troubleshooting.md").read_text().split("## What you see")[1]
     rows = {}
     for line in section.split("\n## ")[0].splitlines():
         if not line.startswith("| ") or line.startswith("| What went wrong"):
@@ -220,9 +224,14 @@ def server_down(path, env, tmp_path):
     return failed(run_stage("train", path, {**env, "MLFLOW_TRACKING_URI": url}), url=url)
 
 
-def interrupted_repro(path, env, tmp_path):
-    """Ctrl-C during `dvc repro train@kaiming`; then the message's advice brings every output
+def interrupted_repro(signum):
+    """Ctrl-C (SIGINT) or `kill` (SIGTERM) to every process of `dvc repro train@kaiming`, as a
+    terminal or a job scheduler signals them; then the message's advice brings every output
     of the stage back."""
+    return functools.partial(_interrupted_repro, signum)
+
+
+def _interrupted_repro(signum, path, env, tmp_path):
     small_params(path, steps=200_000)
     repro = subprocess.Popen(
         ["dvc", "repro", "train@kaiming"],
@@ -239,13 +248,16 @@ def interrupted_repro(path, env, tmp_path):
             return len([r for r in runs_of(env) if r.info.status == "RUNNING"]) == 3
 
         wait_for(training, "the stage's runs")
-        os.killpg(repro.pid, signal.SIGINT)
+        os.killpg(repro.pid, signum)
         _, stderr = repro.communicate(timeout=60)
     finally:
         if repro.poll() is None:
             os.killpg(repro.pid, signal.SIGKILL)
     (line,) = [x for x in stderr.splitlines() if "interrupted (" in x]
-    code = int(re.search(r"exited with (\d+)", stderr).group(1))
+    if signum == signal.SIGINT:  # DVC waits for the stage and reports its exit code
+        code = int(re.search(r"exited with (\d+)", stderr).group(1))
+    else:  # DVC ends at once, of the signal, as a shell reports it
+        code = 128 - repro.returncode
 
     assert not (path / "models/kaiming.pt").exists()
     run(["dvc", "checkout", "train@kaiming"], path, env)
@@ -257,9 +269,21 @@ def interrupted_repro(path, env, tmp_path):
     return line, code, {}
 
 
+def worker_diverges(path, env, tmp_path):
+    """Seed 3's first batch loss is 28.4, the lecture seed's 27.9: a max_loss between them makes
+    only seed 3, trained in the worker process, diverge."""
+    set_param(path, "train.seeds", [LECTURE_SEED, 3])
+    set_param(path, "train.max_loss", 28.0)
+    remove_outputs("train", path, "baseline")
+    out = run([*stage_argv(path, "train@baseline"), "--workers", "2"], path, env, check=False)
+    assert "2 processes" in out.stderr
+    assert_no_outputs("train", path, key="baseline")
+    return failed(out)
+
+
 TRUNCATED = names_file().read_bytes()[:1000]
 
-README_CASES = {  # the first cell of each row of the README's table: how to make it happen
+FAILURE_CASES = {  # the first cell of each row of the README's table: how to make it happen
     "a value out of range": bad_param("train.steps", 0, "train"),
     "a value of the wrong type": bad_param("train.optimizer.lr", "fast", "train"),
     "a misspelt key (the allowed keys are listed)": bad_param("train.stepz", 300, "train"),
@@ -290,150 +314,30 @@ README_CASES = {  # the first cell of each row of the README's table: how to mak
     "training diverges (a loss above `train.max_loss`, NaN or inf)": bad_param(
         "train.optimizer.lr", 100, "train"
     ),
-    "Ctrl-C, or `kill` (SIGTERM), during `dvc repro`": interrupted_repro,
+    "Ctrl-C during `dvc repro`": interrupted_repro(signal.SIGINT),
+    "`kill` (SIGTERM) of `dvc repro` and its stage, as a job scheduler ends them": (
+        interrupted_repro(signal.SIGTERM)
+    ),
+    "a worker process diverges (a seed trained beside the lecture seed's)": worker_diverges,
     "`MLFLOW_TRACKING_URI` is a sqlite file in a folder that does not exist": missing_store_folder,
     "the MLflow server in `MLFLOW_TRACKING_URI` is down": server_down,
 }
 
 
-def test_the_readme_lists_exactly_the_failures_run_here():
-    assert sorted(readme_failures()) == sorted(README_CASES)
+def test_the_docs_list_exactly_the_failures_run_here():
+    assert sorted(documented_failures()) == sorted(FAILURE_CASES)
 
 
-@pytest.mark.parametrize("what", README_CASES)
-def test_each_failure_in_the_readme_shows_what_the_readme_says(copy, tmp_path, what):
-    message, code = readme_failures()[what]
+@pytest.mark.parametrize("what", FAILURE_CASES)
+def test_each_documented_failure_shows_what_the_docs_say(copy, tmp_path, what):
+    message, code = documented_failures()[what]
     path, env = copy
-    line, returncode, values = README_CASES[what](path, env, tmp_path)
+    line, returncode, values = FAILURE_CASES[what](path, env, tmp_path)
     assert re.fullmatch(message_pattern(message, values), line), f"\n{message}\n{line}"
     assert returncode == code if code is not None else returncode != 0
 
 
 # --- 1. params -------------------------------------------------------------------------------
-
-BAD_PARAMS = [  # more than the README's table shows
-    ("train.batch_size", 0, "train", "train.batch_size: must be an integer > 0, got 0"),
-    (
-        "train.batch_size",
-        1,
-        "train",
-        "train.batch_size: must be an integer >= 2 (BatchNorm needs a batch std), got 1",
-    ),
-    ("train.optimizer.lr", -0.1, "train", "train.optimizer.lr: must be a number > 0, got -0.1"),
-    ("train.n_hidden", 0, "train", "train.n_hidden: must be an integer > 0, got 0"),
-    ("train.steps", "many", "train", "train.steps: expected an integer, got 'many'"),
-    (
-        "train.seeds",
-        [1, 1],
-        "train",
-        "train.seeds: must be a non-empty list of distinct integers >= 0, got [1, 1]",
-    ),
-    (
-        "train.units_every",
-        150,
-        "train",
-        "train.units_every: must be a multiple of train.curve_every (100), got 150",
-    ),
-    (
-        "train.optimizer.decayed_lr",
-        None,
-        "train",
-        "train.optimizer.decayed_lr: must be a number > 0 when decay_step is set, got None",
-    ),
-    (
-        "train.optimizer.momentum",
-        0.9,
-        "train",
-        "train.optimizer.momentum: unknown key; allowed keys are name, lr, decay_step, decayed_lr",
-    ),
-    (
-        "variants.adam.optimizer.name",
-        "adagrad",
-        "train",
-        "variants.adam.optimizer.name: unknown optimizer 'adagrad'; "
-        "choose one of sgd, momentum, adam, lars",
-    ),
-    (
-        "variants.adam.optimizer.beta1",
-        1.0,
-        "train",
-        "variants.adam.optimizer.beta1: must be in [0, 1), got 1.0",
-    ),
-    (
-        "variants.kaiming.norm",
-        "yes",
-        "train",
-        "variants.kaiming.norm.name: unknown norm 'yes'; choose one of none, batchnorm, layernorm",
-    ),
-    (
-        "variants.kaiming.activation",
-        {"name": "leaky_relu", "slope": 1.5},
-        "train",
-        "variants.kaiming.activation.slope: must be in [0, 1), got 1.5",
-    ),
-    (
-        "variants.kaiming.init.W1",
-        {"kaiming": {"gian": 1}},
-        "train",
-        "variants.kaiming.init.W1.kaiming.gian: unknown key; allowed keys are gain",
-    ),
-    (
-        "variants.kaiming.init.W1",
-        "he",
-        "train",
-        "variants.kaiming.init.W1: expected a number (randn scale), kaiming, xavier, zeros, "
-        "{kaiming: {gain: g}}, {xavier: {gain: g}} or {constant: v}, got 'he'",
-    ),
-    (
-        "variants.batchnorm.init.b1",
-        0.01,
-        "calibrate",
-        "variants.batchnorm.init.b1: a batchnorm variant has no b1 (the norm's bias replaces "
-        "it); remove it",
-    ),
-    (
-        "variants.kaiming.activation",
-        "gelu",
-        "train",
-        "variants.kaiming.init.W1: gelu has no standard kaiming gain; give one, "
-        "e.g. {kaiming: {gain: 1.4142}}",
-    ),
-    (
-        "trian",
-        {"steps": 300},
-        "train",
-        "trian: unknown key; allowed keys are data, split, train, variants, calibrate, fold, "
-        "deep, deep_train, report",
-    ),
-    ("split.block_size", 0, "split", "split.block_size: must be an integer >= 1, got 0"),
-    ("data.sha256", "abc", "download", "data.sha256: expected 64 lowercase hex digits, got 'abc'"),
-    ("fold.tolerance", 0, "fold", "fold.tolerance: must be a number > 0, got 0.0"),
-    (
-        "deep.batchnorm.batchnorm",
-        "yes",
-        "deep",
-        "deep.batchnorm.batchnorm: expected true or false, got 'yes'",
-    ),
-    (
-        "deep.batchnorm.activation",
-        "swish",
-        "deep",
-        "deep.batchnorm.activation.name: unknown activation 'swish'; "
-        "choose one of tanh, sigmoid, relu, leaky_relu, elu, gelu, linear",
-    ),
-    ("deep_train.bn_momentum", 0, "deep", "deep_train.bn_momentum: must be in (0, 1], got 0.0"),
-    ("report.compare.adam", "nope", "train", "report.compare.adam: 'nope' is not a variant"),
-]
-
-
-@pytest.mark.parametrize("key, value, stage, message", BAD_PARAMS)
-def test_a_bad_param_stops_the_stage_with_one_line_naming_it(copy, key, value, stage, message):
-    path, env = copy
-    set_param(path, key, value)
-    out = run_stage(stage, path, env)
-    assert error_line(out) == f"Error: {message}"
-    assert out.stderr.strip() == error_line(out)  # checked before the stage does anything
-    assert_no_outputs(stage, path)
 
 
 @pytest.mark.parametrize(
@@ -520,7 +424,7 @@ def test_a_fold_that_does_not_match_fails_naming_the_seed_and_the_error(copy):
         r"\S+ in the val loss, beyond fold.tolerance 1e-12",
         line,
     ), line
-    assert 1e-12 < float(re.search(r"off by (\S+)", line).group(1)) <= 1e-5
+    assert 1e-12 < float(re.search(r"off by (\S+)", line).group(1)) <= 1e-4
     assert_no_outputs("fold", path)
     assert {r.info.status for r in runs_of(env)} == {"FAILED"}
 
@@ -684,6 +588,7 @@ import sys, time
 from pipeline.outputs import writing
 from pipeline.stage import stage_command
 
+
 @stage_command
 def main():
     with writing() as out:
@@ -713,45 +618,34 @@ def test_a_stage_killed_while_writing_leaves_the_old_output_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def direct_writes(source):
-    """Lines of `source` that write a file other than through `with atomic_path(...) as tmp`."""
-    tree = ast.parse(source)
-    atomic = {
-        item.optional_vars.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.With)
-        for item in node.items
-        if isinstance(item.context_expr, ast.Call)
-        and getattr(item.context_expr.func, "id", None) == "atomic_path"
-    }
-    bad = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func, target = node.func, None
-        if isinstance(func, ast.Attribute) and func.attr in ("write_text", "write_bytes"):
-            target = func.value
-        elif isinstance(func, ast.Attribute) and func.attr == "save":  # torch.save(obj, f)
-            target = node.args[1]
-        elif getattr(func, "id", None) == "open":
-            modes = node.args[1:2] + [k.value for k in node.keywords if k.arg == "mode"]
-            if any(set(getattr(m, "value", "w")) & set("wax+") for m in modes):
-                bad.append(node.lineno)
-            continue
-        names = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)} if target else set()
-        if target is not None and not names & atomic:
-            bad.append(node.lineno)
-    return bad
+WRITES_HOOK = """
+import os, sys
+if os.environ.get("ACTGRAD_WRITES"):
+    _log = os.open(os.environ["ACTGRAD_WRITES"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def _log_writes(event, args):
+        if event == "open" and isinstance(args[0], str) and (
+            isinstance(args[1], str) and set(args[1]) & set("wax+")
+            or args[1] is None and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        ):
+            line = f"{' '.join(sys.argv)}\\t{os.path.abspath(args[0])}\\n"
+            os.write(_log, line.encode())
+
+    sys.addaudithook(_log_writes)
+"""
 
 
-def test_stages_write_outputs_only_through_the_atomic_helpers():
-    assert direct_writes('open("a", "w")\nPath("a").write_text("x")\ntorch.save(x, "a")\n') == [
-        1,
-        2,
-        3,
-    ]
-    for module in sorted((ROOT / "pipeline").glob("*.py")):
-        assert direct_writes(module.read_text()) == [], module.name
+def test_a_stage_that_fails_after_putting_outputs_in_place_takes_them_back(tmp_path):
+    """Renaming several outputs into place can fail halfway (here the second's staged file is
+    gone): the first is taken back too, and no staging file stays."""
+    from pipeline.outputs import writing
+
+    first, second = tmp_path / "a.json", tmp_path / "b" / "c.txt"
+    with pytest.raises(FileNotFoundError), writing() as out:
+        out.text(first, "1")
+        out.text(second, "2")
+        out.staged[second].unlink()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["b"]
 
 
 # --- 7. determinism --------------------------------------------------------------------------
@@ -762,57 +656,104 @@ def lock_hashes(path):
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage["outs"]}
 
 
-def test_a_forced_rerun_reproduces_the_outputs_bit_for_bit(copy):
-    """Two deep stages (BatchNorm, LARS) and the report again, and two train stages with their
-    seeds spread over two processes where the project trained them in one: the same bytes. The
-    stages a fresh clone reruns are checked against the committed outputs in
-    tests/test_records.py."""
+def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_files(copy, tmp_path):
+    """Every kind of stage again: the split, two train stages with their seeds spread over two
+    processes where the project trained them in one, calibrate, fold, two deep stages
+    (BatchNorm, LARS) and the report; the same bytes. And every file the stages' processes
+    open for writing (Python's audit hook sees each open, through any module or alias) under
+    the output folders is a hidden staging file, which only the rename at the end of the stage
+    puts in place. The stages a fresh clone reruns are checked against the committed outputs
+    in tests/test_records.py."""
     path, env = copy
     first = lock_hashes(path)
     params = yaml.safe_load((path / "params.yaml").read_text())
-    # names; the split and its summary; 8 per variant; calibrate; fold; 7 per deep config; report
-    assert len(first) == 1 + 2 + 8 * len(params["variants"]) + 3 + 2 + 7 * len(params["deep"]) + 3
+    # names; the split and its summary; 8 per variant; calibrate; fold; 8 per deep config; report
+    assert len(first) == 1 + 2 + 8 * len(params["variants"]) + 3 + 2 + 8 * len(params["deep"]) + 3
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(WRITES_HOOK)
+    writes = tmp_path / "writes.log"
+    env = {**env, "ACTGRAD_WORKERS": "2", "PYTHONPATH": str(hooks), "ACTGRAD_WRITES": str(writes)}
     # constant init too: its weights' entries are all equal, where a reduction over a batch of
     # seeds would round differently than over one seed
     trains = ["train@kaiming", "train@constant_init"]
-    stages = ["deep@batchnorm", "deep@tanh_gain_3_lars", *trains, "report"]
-    out = run(["dvc", "repro", "-f", "-s", *stages], path, {**env, "ACTGRAD_WORKERS": "2"})
+    deeps = ["deep@batchnorm", "deep@linear_gain_5_3_lars"]
+    stages = ["split", *trains, "calibrate", "fold", *deeps, "report"]
+    out = run(["dvc", "repro", "-f", "-s", *stages], path, env)
     assert sorted(re.findall(r"Running stage '(\S+)'", out.stdout)) == sorted(stages)
     for stage in trains:
         assert f"{stage}: 2 seeds x 300 steps, 2 processes" in out.stderr
     assert lock_hashes(path) == first
 
+    written = [line.split("\t") for line in writes.read_text().splitlines()]
+    by_stages = [Path(file) for argv, file in written if "/pipeline/" in argv]
+    outputs = [p.relative_to(path) for p in by_stages if p.is_relative_to(path)]
+    outputs = [p for p in outputs if p.parts[0] in ("data", "metrics", "models", "reports")]
+    assert len(outputs) > 30  # what the stages wrote, each to its staging folder
+    direct = [p for p in outputs if not any(part.startswith(".") for part in p.parts[:-1])]
+    assert direct == []
+
 
 # --- 8. safety -------------------------------------------------------------------------------
 
 
+UNPICKLERS = ("pickle", "dill", "cloudpickle", "joblib")
+SAFE_LOADERS = ("SafeLoader", "CSafeLoader", "UniqueKeyLoader")  # the last: actgrad.params'
+
+
 def unsafe_loads(source):
-    """Lines of `source` that load with pickle, or call torch.load without weights_only=True."""
+    """Lines of `source` that can run code while loading: an unpickler imported, torch.load
+    without weights_only=True, yaml.load with a loader that is not safe, yaml.unsafe_load or
+    full_load, whatever name the module or the function was imported under."""
+    tree = ast.parse(source)
+    bound = {}  # a local name: the module or function it stands for ("t": "torch")
     bad = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {a.asname or a.name.split(".")[0]: a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            bound |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-            if any(n.split(".")[0] in ("pickle", "dill", "cloudpickle") for n in names):
+            if any(n.split(".")[0] in UNPICKLERS for n in names):
                 bad.append(node.lineno)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            owner = getattr(node.func.value, "id", None)
-            safe = any(
-                k.arg == "weights_only" and getattr(k.value, "value", None) is True
-                for k in node.keywords
-            )
-            if owner == "torch" and node.func.attr == "load" and not safe:
-                bad.append(node.lineno)
-            if owner == "yaml" and node.func.attr in ("unsafe_load", "full_load"):
-                bad.append(node.lineno)
+
+    def qualified(func):
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            return f"{bound.get(func.value.id, func.value.id)}.{func.attr}"
+        return bound.get(func.id, func.id) if isinstance(func, ast.Name) else None
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name, keywords = qualified(node.func), {k.arg: k.value for k in node.keywords}
+        weights_only = getattr(keywords.get("weights_only"), "value", None) is True
+        loader = keywords.get("Loader", node.args[1] if len(node.args) > 1 else None)
+        loader = getattr(loader, "attr", getattr(loader, "id", None))
+        if (
+            name == "torch.load"
+            and not weights_only
+            or name == "yaml.load"
+            and loader not in SAFE_LOADERS
+            or name in ("yaml.unsafe_load", "yaml.full_load")
+        ):
+            bad.append(node.lineno)
     return bad
 
 
 def test_nothing_unpickles_and_models_load_as_plain_tensors(reproduced):
-    assert unsafe_loads("import pickle\ntorch.load(f)\ntorch.load(f, weights_only=True)\n") == [
-        1,
-        2,
+    unsafe = (
+        "import pickle\ntorch.load(f)\ntorch.load(f, weights_only=True)\nimport torch as t\n"
+        "t.load(f)\nfrom torch import load as l\nl(f)\nimport yaml as y\ny.load(s)\n"
+        "y.load(s, Loader=y.SafeLoader)\nfrom yaml import full_load\nfull_load(s)\n"
+    )
+    assert unsafe_loads(unsafe) == [1, 2, 5, 7, 9, 12]
+    code = [
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "pipeline").glob("*.py"),
+        *ROOT.glob("bench/*.py"),
     ]
-    for module in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]):
+    for module in sorted(code):
         assert unsafe_loads(module.read_text()) == [], module.name
     path, _ = reproduced
     state = torch.load(path / "models/kaiming.pt", weights_only=True)

@@ -89,3 +89,33 @@ def test_check_counts_a_missing_metrics_file_as_drift(tmp_path):
     result = run_check(tmp_path, {"kaiming": None})
     assert result.exit_code == 1
     assert result.stderr.strip() == "drift in 2 of 2 checks: kaiming.train_loss, kaiming.val_loss"
+
+
+def test_the_committed_study_holds_the_lectures_numbers():
+    """make check on the project's own expected.yaml and metrics/ (CI runs it after a rerun)."""
+    from conftest import ROOT
+
+    args = ["--metrics", str(ROOT / "metrics"), "--expected", str(ROOT / "expected.yaml")]
+    result = CliRunner().invoke(check.main, args)
+    assert result.exit_code == 0, result.output
+    assert "checks within tolerance" in result.stdout
+
+
+def markdown_tables(text):
+    """Every markdown table of `text`, each as its list of lines."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_the_readmes_results_are_the_reports_tables():
+    from conftest import ROOT
+
+    readme = markdown_tables((ROOT / "README.md").read_text())
+    report = markdown_tables((ROOT / "reports/comparison.md").read_text())
+    assert len(readme) == 2 and readme == report[:2]

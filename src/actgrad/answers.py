@@ -18,18 +18,17 @@ def seeds_range(m, key, fmt=".4f"):
     return f"{low:{fmt}}" if low == high else f"{low:{fmt}} to {high:{fmt}}"
 
 
-def within(gap):
-    return "exactly" if gap == 0 else f"within {gap:.1g} of"
-
-
-def zero_init(name, m):
+def zero_init(name, m, variant):
     """E01: which tensors train from an all-zero init, and what that part amounts to."""
     first = m["first_nonzero_grad_step"]
     units = seeds_range(m, "distinct_units_final", ".0f")
     trained = [t for t, step in first.items() if step is not None]
     still = [t for t, changed in m["changed_from_init"].items() if not changed]
+    zeros = [t for t in variant.tensors if variant.init_of(t).scheme == "zeros"]
+    drawn = [t for t in variant.tensors if t not in zeros]
+    at_random = f" ({listing(drawn)} drawn at random)" if drawn else ""
     text = (
-        f"With every weight and bias of `{name}` zero, only {listing(trained)} ever "
+        f"With {listing(zeros)} of `{name}` zero{at_random}, only {listing(trained)} ever "
         f"{'gets' if len(trained) == 1 else 'get'} a non-zero gradient (from step "
         f"{min(first[t] for t in trained)}), and {listing(still)} end exactly where they "
         f"started (lecture seed; the gradients' norms are read every train.ratio_every steps, "
@@ -60,8 +59,9 @@ def symmetry(constant, cm, broken, bm):
         "outgoing weights, so every unit computes the same value and receives the same "
         f"gradient at every step: after training, W1 has {units} distinct column(s), every "
         f"seed. The network is one hidden unit copied: cut down to its first unit, with the "
-        f"outgoing weights of all units summed, its val loss is {within(gap)} the full "
-        f"network's ({seeds_range(cm, 'val_loss')}). `{broken}` draws W2 at random instead: "
+        f"outgoing weights of all units summed, its val loss differs from the full network's "
+        f"({seeds_range(cm, 'val_loss')}) by {gap:.1g} at most. `{broken}` draws W2 at "
+        "random instead: "
         "the units start identical but receive different gradients through their different "
         f"outgoing weights, and end with {seeds_range(bm, 'distinct_units_final', '.0f')} "
         f"distinct units and a val loss of {seeds_range(bm, 'val_loss')}."
@@ -73,9 +73,10 @@ def fold(variant, m, n_hidden):
     return (
         f"The calibrated BatchNorm of `{variant}` folds into W1 and a new b1 for every seed: "
         f"over the whole val split the largest logit difference is "
-        f"{m['largest_abs_logit_diff']:.2g}, and the folded val loss is "
-        f"{within(max(s['loss_diff'] for s in m['seeds'].values()))} BatchNorm's "
-        f"({seeds_range(m, 'folded_val_loss')}). At inference the folded model skips "
+        f"{m['largest_abs_logit_diff']:.2g}, and the folded val loss "
+        f"({seeds_range(m, 'folded_val_loss')}) differs from BatchNorm's by "
+        f"{max(s['loss_diff'] for s in m['seeds'].values()):.1g} at most. At inference the "
+        "folded model skips "
         f"BatchNorm's work on each example's {n_hidden} pre-activations (a subtraction, a "
         "division, a multiplication and an addition each). The stage times a pass over the val "
         "split both ways and logs the speed-up to its MLflow run (`inference_speedup`); "
@@ -109,19 +110,32 @@ def outcome(m):
     return f"reaches val {m['val_loss']:.4f}"
 
 
+def ranked(values, rel=1e-3):
+    """[(names, value)] of {name: value} from the smallest value up, names whose values are
+    within `rel` of each other together, in their given order, with the first one's value: a
+    tie stays a tie whatever the last bits of the values."""
+    groups = []
+    for name, value in sorted(values.items(), key=lambda kv: kv[1]):
+        if groups and abs(value - groups[-1][1]) <= rel * abs(groups[-1][1]):
+            groups[-1][0].append(name)
+        else:
+            groups.append(([name], value))
+    order = list(values)
+    named = [sorted(names, key=order.index) for names, _ in groups]
+    return [(names, values[names[0]]) for names in named]
+
+
 def conditioning(rows, tanh_gains):
     """d2l 5.4, exercise 3: which gains keep the stack's Jacobian well conditioned.
 
     `rows`: (config, metrics) of the configs to compare; `tanh_gains`: {config: gain} of the
     plain tanh stacks among them, whose layer statistics are set beside the spectra.
     """
-    at_init = sorted(
-        ((name, m["spectra"]["init"]["jacobian"]) for name, m in rows),
-        key=lambda r: r[1]["mean_square"],
-    )
-    spread = ", ".join(f"`{n}` {j['mean_square']:.3g}" for n, j in at_init)
-    best = min(at_init, key=lambda r: r[1]["ratio"])
-    worst = max(at_init, key=lambda r: r[1]["ratio"])
+    at_init = {name: m["spectra"]["init"]["jacobian"] for name, m in rows}
+    squares = ranked({n: j["mean_square"] for n, j in at_init.items()})
+    spread = ", ".join(f"{listing(names)} {value:.3g}" for names, value in squares)
+    ratios = ranked({n: j["ratio"] for n, j in at_init.items()})
+    (best, best_ratio), (worst, worst_ratio) = ratios[0], ratios[-1]
     metrics = dict(rows)
     tanh = sorted(tanh_gains, key=tanh_gains.get)
     last = {n: list(metrics[n]["init"]["layers"].values())[-1] for n in tanh}
@@ -135,8 +149,8 @@ def conditioning(rows, tanh_gains):
         "scales every factor up or down scales the product by its power, and saturated units "
         "put near-zero entries on the activation factors, which sends the smallest singular "
         f"values to zero. At init the mean squared singular value runs {spread}. The best "
-        f"conditioned is `{best[0]}` (σ max / σ min {best[1]['ratio']:.3g}), the worst "
-        f"`{worst[0]}` ({worst[1]['ratio']:.3g}). The layer statistics follow: as the tanh "
+        f"conditioned is {listing(best)} (σ max / σ min {best_ratio:.3g}), the worst "
+        f"{listing(worst)} ({worst_ratio:.3g}). The layer statistics follow: as the tanh "
         f"stacks' gain goes {gains}, the last hidden layer's output std at init goes {stds} "
         f"and its saturation {saturation}: a gain below tanh's "
         "5/3 shrinks the signal layer by layer (vanishing), one above it saturates the units "

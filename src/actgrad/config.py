@@ -454,6 +454,7 @@ class DeepTrainConfig:
     bn_eps: float = 1e-5
     jacobian_examples: int = 64  # the fixed batch whose input-output Jacobians are measured
     seed: int = 2147483647
+    sample_seed: int = 2147483657  # names drawn from a trained net (actgrad sample deep/...)
 
     def validate(self, key):
         positive = ("n_embd", "n_hidden", "n_layers", "steps", "bn_eps", "jacobian_examples")
@@ -462,8 +463,11 @@ class DeepTrainConfig:
             raise ParamsError(f"{key}.batch_size: must be an integer >= 2, got {self.batch_size}")
         if not 0 < self.bn_momentum <= 1:
             raise ParamsError(f"{key}.bn_momentum: must be in (0, 1], got {self.bn_momentum}")
-        if self.seed < 0:
-            raise ParamsError(f"{key}.seed: must be an integer >= 0, got {self.seed}")
+        for name in ("seed", "sample_seed"):
+            if getattr(self, name) < 0:
+                raise ParamsError(
+                    f"{key}.{name}: must be an integer >= 0, got {getattr(self, name)}"
+                )
 
 
 @dataclass(frozen=True)

@@ -39,26 +39,20 @@ class Linear:
 
 
 class BatchNorm1d:
-    """The notebook's: batch mean and unbiased variance while training, running ones (updated
-    with `momentum`) when not."""
+    """The notebook's layer around the BatchNorm piece of pieces.py: the batch's mean and
+    unbiased variance while training, the running ones when not."""
 
-    def __init__(self, dim, momentum, eps):
-        self.momentum, self.eps, self.training = momentum, eps, True
+    def __init__(self, dim, piece):
+        self.piece, self.training = piece, True
         self.gamma, self.beta = torch.ones(dim), torch.zeros(dim)
-        self.running_mean, self.running_var = torch.zeros(dim), torch.ones(dim)
-
-    def statistics(self, x):
-        if not self.training:
-            return self.running_mean, self.running_var
-        return x.mean(0, keepdim=True), x.var(0, keepdim=True)
+        self.running = {"mean": torch.zeros(1, dim), "var": torch.ones(1, dim)}
 
     def __call__(self, x):
-        mean, var = self.statistics(x)
-        self.out = self.gamma * (x - mean) / torch.sqrt(var + self.eps) + self.beta
+        stats = self.piece.statistics(x) if self.training else self.running
+        self.out = self.piece.evaluate(x, self.gamma, self.beta, stats)
         if self.training:
             with torch.no_grad():
-                self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
-                self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var
+                self.piece.update(self.running, stats)
         return self.out
 
     def parameters(self):
@@ -99,6 +93,30 @@ class DeepNet:
         for layer in self.layers:
             layer.training = mode
 
+    def tensors(self):
+        """{name: tensor} of every parameter and running statistic: what the stage saves."""
+        found = {"C": self.C}
+        for i, block in enumerate(self.blocks, start=1):
+            for layer in block:
+                if isinstance(layer, Linear):
+                    found |= {f"W{i}": layer.weight, f"b{i}": layer.bias}
+                elif isinstance(layer, BatchNorm1d):
+                    found |= {f"gamma{i}": layer.gamma, f"beta{i}": layer.beta}
+                    found |= {f"running_{k}{i}": v for k, v in layer.running.items()}
+        return {name: t for name, t in found.items() if t is not None}
+
+    def state_dict(self):
+        """Plain tensors only, so torch.load(..., weights_only=True) reads it back."""
+        return {name: t.detach().clone() for name, t in self.tensors().items()}
+
+    def load(self, state):
+        """Take the tensors of state_dict(); the net in evaluation mode."""
+        with torch.no_grad():
+            for name, t in self.tensors().items():
+                t.copy_(state[name])
+        self.train(False)
+        return self
+
     def __call__(self, X):
         x = self.C[X].view(X.shape[0], -1)
         for layer in self.layers:
@@ -110,11 +128,12 @@ def build_net(cfg, train, block_size, vocab_size, generator):
     """The notebook's init: C, then each Linear's weight drawn in order from one generator."""
     C = torch.randn((vocab_size, train.n_embd), generator=generator)
     sizes = [train.n_embd * block_size] + [train.n_hidden] * train.n_layers + [vocab_size]
+    norm = pieces.NotebookBatchNorm(momentum=train.bn_momentum, eps=train.bn_eps)
     blocks = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         block = [Linear(fan_in, fan_out, generator, bias=not cfg.batchnorm)]
         if cfg.batchnorm:
-            block.append(BatchNorm1d(fan_out, train.bn_momentum, train.bn_eps))
+            block.append(BatchNorm1d(fan_out, norm))
         if i < train.n_layers:
             block.append(Activation(pieces.activation(cfg.activation)))
         blocks.append(block)
@@ -202,9 +221,9 @@ def stack_jacobians(net, X):
             if isinstance(layer, Linear):
                 J, x = J @ layer.weight, layer(x)
             elif isinstance(layer, BatchNorm1d):
-                mean, var = x.mean(0, keepdim=True), x.var(0, keepdim=True)
-                scale = layer.gamma / torch.sqrt(var + layer.eps)
-                J, x = J * scale[:, None], (x - mean) * scale + layer.beta
+                stats = layer.piece.statistics(x)
+                scale = layer.piece.scale(layer.gamma, stats)
+                J, x = J * scale[:, None], layer.piece.evaluate(x, layer.gamma, layer.beta, stats)
             else:
                 h = layer.piece.forward(x)
                 J, x = J * layer.piece.backward(torch.ones_like(x), x, h)[:, None], h
@@ -225,8 +244,10 @@ def spread(values):
 def spectra(net, X):
     """The singular values of every example's stack Jacobian and of every Linear's weight:
     their spreads, and the values themselves (for the figure)."""
-    jacobian = torch.linalg.svdvals(stack_jacobians(net, X))
-    weights = {name: torch.linalg.svdvals(w.detach()) for name, w in net.weights().items()}
+    # in float64: the smallest singular value of an ill-conditioned float32 matrix would carry
+    # the decomposition's own rounding, which differs from CPU to CPU
+    jacobian = torch.linalg.svdvals(stack_jacobians(net, X).double())
+    weights = {name: torch.linalg.svdvals(w.detach().double()) for name, w in net.weights().items()}
     del weights["C"]
     return {
         "jacobian": spread(jacobian),
@@ -245,6 +266,7 @@ class DeepResult:
     split_losses: dict | None  # {train, val} in evaluation mode after training; None if diverged
     diverged_at: int | None  # the step (from 1) whose minibatch loss was not finite
     spectra: dict  # {"init": spectra(...), "final": spectra(...) or None}
+    net: DeepNet  # as training left it, in evaluation mode unless it diverged
 
 
 def evaluation_logits(net, contexts):
@@ -310,7 +332,9 @@ def run_deep(cfg, train, splits, vocab_size):
         net.train(False)
         logits_of = functools.partial(evaluation_logits, net)
         split_losses = {name: split_loss(logits_of, *splits[name]) for name in ("train", "val")}
-    return DeepResult(init, final, update_ratios, losses, split_losses, diverged_at, spectra_at)
+    return DeepResult(
+        init, final, update_ratios, losses, split_losses, diverged_at, spectra_at, net
+    )
 
 
 # --- what the deep stage writes ---------------------------------------------------------------

@@ -31,23 +31,22 @@ def train_figures(name, variant, cfg, weights, result, paths):
     update_ratio_figure(
         steps,
         dict(zip(MATRICES, result.update_ratio[0].T.tolist())),
-        f"{name}: update:data ratio, std(θ after - θ before) / std(θ after) (seed {seed})",
+        f"{name}: update:data ratio, std(θ after - θ before) / std(θ after)\nseed {seed}",
         paths["update_ratio"],
     )
     units, norms = unit_steps(cfg), "gradient norm of each tensor"
+    dead = f"dead units: inactive ({activation.inactive_rule or 'never'}) on every training context"
+    distinct = "distinct hidden units (W1 column, b1)"
     series_figure(
         {
             norms: (steps, dict(zip(weights.params, result.grad_norm[0].T.tolist()))),
-            f"dead units: inactive ({activation.inactive_rule or 'never'}) on every "
-            "training context": (units, {"dead": result.dead_units[0].tolist()}),
-            "distinct hidden units (W1 column, b1)": (
-                units,
-                {"distinct": result.distinct_units[0].tolist()},
-            ),
+            dead: (units, {"dead": result.dead_units[0].tolist()}),
+            distinct: (units, {"distinct": result.distinct_units[0].tolist()}),
         },
         f"{name}: gradients and hidden units over training (seed {seed})",
         paths["units"],
         symlog=(norms,),
+        counts=(dead, distinct),
     )
 
 

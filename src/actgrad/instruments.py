@@ -166,16 +166,19 @@ def one_unit_loss(w, variant, X, Y):
 
 
 def seed_metrics(weights, result, variant, splits):
-    """{metric: [one value per seed]}: the losses over each split, at init and cut to one unit,
-    and the dead and distinct hidden units."""
+    """{metric: [one value per seed]}: the losses over each split and at init, the dead and
+    distinct hidden units and, where every seed's units ended as copies of one, the loss of the
+    network cut to that one unit (elsewhere that loss means nothing, and it moves far more than
+    the model's own loss from CPU to CPU)."""
     values = {
         f"{name}_loss": seed_losses(weights, variant, X, Y) for name, (X, Y) in splits.items()
     }
     values["init_loss"] = result.losses[:, 0].tolist()
-    X, Y = splits["val"]
-    values["one_unit_val_loss"] = [
-        one_unit_loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))
-    ]
+    if (result.distinct_units[:, -1] == 1).all():
+        X, Y = splits["val"]
+        values["one_unit_val_loss"] = [
+            one_unit_loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))
+        ]
     values["dead_units_final"] = result.dead_units[:, -1].tolist()
     values["dead_units_max"] = result.dead_units.max(1).values.tolist()
     values["distinct_units_final"] = result.distinct_units[:, -1].tolist()

@@ -21,7 +21,6 @@ from .model import Weights, init_weights
 
 def train_group(seeds, variant, cfg, X, Y, vocab_size, on_chunk=None):
     """Draw and train the weights of `seeds` in this process; returns (Weights, TrainResult)."""
-    torch.set_num_threads(1)  # the matmuls are far too small to gain from more threads
     weights, generators = init_weights(
         seeds, variant, vocab_size, X.shape[1], cfg.n_embd, cfg.n_hidden
     )

@@ -157,11 +157,14 @@ class NoNorm:
 
 @dataclass(frozen=True)
 class BatchNorm:
-    """The lecture's: each unit over the batch, unbiased std and no epsilon; running mean and
-    std kept as running = (1 - momentum) * running + momentum * batch."""
+    """Each unit normalised over the batch with its unbiased std, the lecture's convention: no
+    epsilon, and a running mean and std, each kept as running = (1 - momentum) * running +
+    momentum * batch. forward and backward are the engine's training pass, by hand;
+    statistics, evaluate and update serve the deep network too (NotebookBatchNorm)."""
 
     momentum: float
     name: ClassVar = "batchnorm"
+    kept: ClassVar = ("mean", "std")  # the running statistics
 
     def forward(self, a, gain, bias, running):
         mean = a.mean(-2, keepdim=True)
@@ -181,13 +184,41 @@ class BatchNorm:
         da = (dout - dbias / n).addcmul_(xhat, dgain, value=-1 / (n - 1)).mul_(gain / std)
         return da, dgain, dbias
 
+    def std(self, stats):
+        return stats["std"]
+
+    def scale(self, gain, stats):
+        """What evaluate multiplies a by: gain / std."""
+        return gain / self.std(stats)
+
     def evaluate(self, a, gain, bias, stats):
-        scale = gain / stats["std"]
+        """gain · (a - mean) / std + bias with fixed statistics, as one multiply-add."""
+        scale = self.scale(gain, stats)
         return a * scale + (bias - stats["mean"] * scale)
 
     def statistics(self, a):
-        """{mean, std} of each unit over all rows of a: what evaluate() takes."""
+        """The kept statistics of each unit over all rows of a: what evaluate() takes."""
         return {"mean": a.mean(-2, keepdim=True), "std": a.std(-2, keepdim=True)}
+
+    def update(self, running, stats):
+        """The running statistics moved towards a batch's."""
+        for name in self.kept:
+            running[name].lerp_(stats[name], self.momentum)
+
+
+@dataclass(frozen=True)
+class NotebookBatchNorm(BatchNorm):
+    """The notebook's BatchNorm1d (and torch's): a running variance instead of a std, and
+    std = sqrt(var + eps)."""
+
+    eps: float = 1e-5
+    kept: ClassVar = ("mean", "var")
+
+    def std(self, stats):
+        return (stats["var"] + self.eps).sqrt()
+
+    def statistics(self, a):
+        return {"mean": a.mean(-2, keepdim=True), "var": a.var(-2, keepdim=True)}
 
 
 @dataclass(frozen=True)

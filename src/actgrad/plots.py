@@ -23,9 +23,10 @@ def variant_color(name):
     return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
 
 
-def _save(fig, path):
+def _save(fig, path, description=None):
+    """The figure as a PNG; `description` goes into its Description text chunk."""
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    fig.savefig(path, metadata={"Software": None, "Description": description})
     plt.close(fig)
 
 
@@ -38,6 +39,30 @@ def loss_curve_figure(curves, steps, title, path, colors=None, ylabel="log10 los
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+LINE_STYLES = ("-", "--", ":")
+
+
+def line_style(index):
+    """A colour and a dash pattern of their own for the index-th line of a figure: the ten
+    colours of tab10, then again dashed, then dotted."""
+    return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINE_STYLES[index // 10 % 3]}
+
+
+def overlay_figure(panels, steps, title, path):
+    """One panel a row, {panel title: {name: values}} against `steps`; every name keeps its
+    own colour and dash pattern across the panels, its legend beside its panel."""
+    names = [name for curves in panels.values() for name in curves]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.3 * len(panels)), dpi=100)
+    for ax, (panel_title, curves) in zip(fig.axes, panels.items()):
+        for name, values in curves.items():
+            ax.plot(steps, values, label=name, linewidth=1.2, **line_style(names.index(name)))
+        ax.set(title=panel_title, xlabel="step", ylabel="log10 loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.suptitle(title)
+    _save(fig, path, f"{title}: {', '.join(names)}")
 
 
 def init_figure(z, h, inactive, activation, title, color, path):
@@ -86,7 +111,7 @@ def update_ratio_figure(steps, ratios, title, path, colors=None, legend_below=Fa
         color = (colors or WEIGHT_COLORS).get(name)
         ax.plot(steps, values, label=name, linewidth=1, color=color)
     ax.axhline(-3, color="black", linestyle="--", linewidth=1, label="-3 (guide)")
-    ax.set(title=title, xlabel="step", ylabel="log10 std(lr * grad) / std(weight)")
+    ax.set(title=title, xlabel="step", ylabel="log10 update:data")
     ax.grid(alpha=0.3)
     if legend_below:
         ax.legend(
@@ -142,18 +167,24 @@ def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
     _save(fig, path)
 
 
-def series_figure(panels, title, path, symlog=()):
+def series_figure(panels, title, path, symlog=(), counts=()):
     """One panel a row: {panel title: (steps, {label: values})}; NaN values leave gaps. The
-    panels named in `symlog` get a y axis that is logarithmic but shows zeros too."""
+    panels named in `symlog` get a y axis that is logarithmic but shows zeros too, those in
+    `counts` one from 0 with whole-number ticks. A panel of one curve has no legend."""
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100)
     for ax, (panel_title, (steps, curves)) in zip(fig.axes, panels.items()):
         for label, values in curves.items():
             ax.plot(steps, values, label=label, linewidth=1.2)
         if panel_title in symlog:
             ax.set_yscale("symlog", linthresh=1e-6)
+        if panel_title in counts:
+            top = max((v for values in curves.values() for v in values if v == v), default=0)
+            ax.set_ylim(0, max(top, 1) * 1.1)
+            ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set(title=panel_title, xlabel="step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=4)
+        if len(curves) > 1:
+            ax.legend(fontsize=8, ncol=4)
     fig.suptitle(title)
     _save(fig, path)
 
@@ -164,7 +195,7 @@ def spectrum_figure(values, title, path):
     for ax, (panel_title, curves) in zip(axes[0], values.items()):
         for color, (label, v) in zip(PALETTE, curves.items()):
             logs = [math.log10(x) for x in v if x > 0]
-            ax.hist(logs, bins=40, alpha=0.5, label=label, color=color)
+            ax.hist(logs, bins=40, histtype="step", linewidth=1.5, label=label, color=color)
         ax.axvline(0, color="black", linewidth=1, linestyle="--")
         ax.set(title=panel_title, xlabel="log10 singular value", ylabel="count")
         ax.grid(alpha=0.3)

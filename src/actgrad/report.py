@@ -101,6 +101,54 @@ def comparison_table(rows, expected):
     return pd.DataFrame(table)
 
 
+def differences(a, b):
+    """What tells two variants apart: each tensor's init, the activation, norm and optimizer."""
+    tensors = dict.fromkeys([*a.tensors, *b.tensors])
+    parts = [f"init.{t}" for t in tensors if a.init_of(t) != b.init_of(t)]
+    return parts + [
+        k for k in ("activation", "norm", "optimizer") if getattr(a, k) != getattr(b, k)
+    ]
+
+
+def comparisons(params):
+    """{variant beyond the lecture: (the variant it is set against, None or why that one)}:
+    its report.compare entry, or else the variant it differs from least (the first of
+    params.yaml among equals), and the parts they differ in."""
+    lecture, variants = params.report.lecture, params.variants
+    pairs = {}
+    for name in (n for n in variants if n not in lecture):
+        if name in params.report.compare:
+            pairs[name] = (params.report.compare[name], None)
+            continue
+        others = [n for n in variants if n != name]
+        if not others:
+            continue
+        closest = min(others, key=lambda n: len(differences(variants[name], variants[n])))
+        parts = differences(variants[name], variants[closest])
+        pairs[name] = (closest, ", ".join(parts) or "nothing: the same recipe")
+    return pairs
+
+
+STUCK = 0.05  # log10: a variant that ends this far above the best (12% in loss) is stuck
+
+
+def overlay_panels(params, curves):
+    """{panel title: {variant: log10 loss per block}}: the lecture's variants, the others that
+    train, and those that end more than STUCK above the best, in a panel of their own so that
+    they squash no other curve."""
+    best = min(values[-1] for values in curves.values())
+    stuck = [n for n, values in curves.items() if values[-1] > best + STUCK]
+    lecture = [n for n in params.report.lecture if n in curves]
+    panels = {
+        "the lecture's variants": lecture,
+        "beyond the lecture": [n for n in curves if n not in lecture and n not in stuck],
+        f"stuck: ending more than {STUCK} above the best log10 loss": [
+            n for n in stuck if n not in lecture
+        ],
+    }
+    return {title: {n: curves[n] for n in names} for title, names in panels.items() if names}
+
+
 def beyond_table(rows, metrics, compare):
     """Each variant beyond the lecture against the one it changes: mean ± sd over the seeds,
     the change in mean val loss, and a two-sided Welch's t-test on the per-seed val losses."""

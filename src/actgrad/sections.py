@@ -14,6 +14,7 @@ from .report import (
     SIGNIFICANCE,
     beyond_table,
     comparison_table,
+    comparisons,
     conditioning_table,
     deep_table,
     drift,
@@ -30,7 +31,7 @@ class Study:
     metrics: dict  # {variant, "calibrate", "fold": metrics JSON}
     deep: dict  # {deep config: metrics JSON}
     expected: dict  # expected.yaml
-    samples: dict  # {variant: [sampled names]}
+    samples: str  # the folder of the sampled names, relative to the report
     figures: str  # the folder of the figures, relative to the report
 
 
@@ -77,15 +78,25 @@ than the row above's, at p < {SIGNIFICANCE}.
 
 def beyond(study):
     params, metrics = study.params, study.metrics
-    rows = [(n, metrics[n]) for n in params.variants if n not in params.report.lecture]
-    seeds = len(params.train.seeds)
+    pairs = comparisons(params)
+    if not pairs:
+        return None
+    rows = [(n, metrics[n]) for n in pairs]
+    compare = {n: other for n, (other, _) in pairs.items()}
+    defaults = "".join(
+        f"\n\n`{n}` has no `report.compare` entry, so it is set against `{other}`, the variant "
+        f"it differs from least (in {why})."
+        for n, (other, why) in pairs.items()
+        if why
+    )
     return f"""## Beyond the lecture
 
-Each variant against the one it changes (`report.compare` in params.yaml): mean ± sd over the
-{seeds} seeds, the change in mean val loss, and a two-sided Welch's t-test on the per-seed
-val losses (p < {SIGNIFICANCE}: better or worse; otherwise no difference beyond the seeds' noise).
+Each variant against the one it changes (`report.compare` in params.yaml; without an entry, the
+variant it differs from least): mean ± sd over the {len(params.train.seeds)} seeds, the change
+in mean val loss, and a two-sided Welch's t-test on the per-seed val losses (p <
+{SIGNIFICANCE}: better or worse; otherwise no difference beyond the seeds' noise).
 
-{table(beyond_table(rows, metrics, params.report.compare))}"""
+{table(beyond_table(rows, metrics, compare))}{defaults}"""
 
 
 def instruments(study):
@@ -132,7 +143,7 @@ def zero_init(study):
         return None
     return f"""## 1. Zero init (the lecture's exercise E01)
 
-{answers.zero_init(name, study.metrics[name])}
+{answers.zero_init(name, study.metrics[name], study.params.variants[name])}
 
 ![{name} units]({study.figures}/{name}_units.png)"""
 
@@ -219,10 +230,13 @@ Against the numbers the notebook prints for its stored run (`expected.yaml`, che
 
 
 def samples(study):
-    columns = {n: study.samples[n] for n in study.params.variants}
-    return f"""## Names sampled from each model (seed {study.params.train.seeds[0]})
+    train = study.params.train
+    links = ", ".join(f"[{n}]({study.samples}/{n}.txt)" for n in study.params.variants)
+    return f"""## Names sampled from each model
 
-{pd.DataFrame(columns).to_markdown(index=False)}"""
+{train.samples} names from the model of seed {train.seeds[0]}, with the sample seed
+{train.sample_seed}: {links}. `actgrad sample <variant>` prints the same names, and more with
+other seeds."""
 
 
 def deep_layers(study):

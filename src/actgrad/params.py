@@ -1,11 +1,12 @@
-"""params.yaml: read with a safe loader that refuses duplicate keys, validated as a whole."""
+"""params.yaml: read with a safe loader that refuses duplicate keys, validated as a whole (the
+stages, the actgrad command and the MLflow model read it so)."""
 
 import re
 from pathlib import Path
 
 import yaml
 
-from actgrad.config import ParamsError, load_params
+from .config import ParamsError, load_params
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
