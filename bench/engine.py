@@ -147,14 +147,14 @@ def main(steps, worker):
     lecture = measure("lecture", steps, 1)
     peer = {p: measure(p, steps, 1) for p in ("func", "func-compiled")}
     print(
-        f"{'program':<28}{'µs/model-step':>14}{f'{cores} procs':>10}{'vs lecture':>12}"
+        f"{'program':<30}{'µs/model-step':>14}{f'{cores} procs':>10}{'vs lecture':>12}"
         f"{'vs compiled peer':>18}{'vs limit':>10}"
     )
 
     def row(label, alone, together=None):
         best = min(alone, together or alone)
         print(
-            f"{label:<28}{alone:>14.1f}{(f'{together:.1f}' if together else ''):>10}"
+            f"{label:<30}{alone:>14.1f}{(f'{together:.1f}' if together else ''):>10}"
             f"{lecture / best:>11.2f}x{peer['func-compiled'] / best:>17.2f}x{best / limit:>9.2f}x",
             flush=True,
         )

@@ -29,6 +29,12 @@ def names_file():
     return default_cache_dir() / "names.txt"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests that need no project copy first: while one test process builds the shared
+    project (the `reproduced` fixture), the other runs them."""
+    items.sort(key=lambda item: "reproduced" in item.fixturenames)
+
+
 def pytest_configure(config):
     if not names_file().is_file():
         pytest.exit(

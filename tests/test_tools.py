@@ -157,12 +157,17 @@ def test_mlflow_ui_shows_each_stages_current_run_with_its_source_and_dataset(stu
             trained = names[name]["dvc_stage"] != "report"
             assert (f"names.txt ({digest})" in cells["Dataset"]) == trained, (name, cells)
 
+        # the Models page: the registered model of every variant
+        models = f"{url}/#/models"
+        assert "actgrad-mlp" in chromium(models, tmp_path, "--dump-dom")
+
         ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "mlflow_ui.png"
-        shot.unlink(missing_ok=True)
-        chromium(page, tmp_path, f"--screenshot={shot}")
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        print(f"MLflow UI screenshot: {shot}")
+        for shown, file in ((page, "mlflow_ui.png"), (models, "mlflow_models.png")):
+            shot = ARTIFACTS / file
+            shot.unlink(missing_ok=True)
+            chromium(shown, tmp_path, f"--screenshot={shot}")
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            print(f"MLflow UI screenshot: {shot}")
 
 
 def listening_addresses(port):

@@ -85,7 +85,7 @@ def fold(variant, m, n_hidden):
 
 
 def lars(pairs):
-    """d2l 5.4, exercise 4: LARS on the deep stacks that SGD cannot train."""
+    """d2l 5.4, exercise 4: LARS where SGD diverges or spreads the layers' steps."""
     lines, spreads = [], []
     for (name, m), (other, om) in pairs:
         ratios = [v for v in m["update_ratio_log10"].values() if v is not None]

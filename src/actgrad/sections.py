@@ -177,7 +177,7 @@ def lars(study):
     figures = " ".join(
         f"![{n} update:data]({study.figures}/deep/{n}_update_ratio.png)" for n, _ in rows
     )
-    return f"""## 4. LARS on the deep stacks that diverge (d2l 5.4, exercise 4)
+    return f"""## 4. LARS where SGD diverges or spreads the steps (d2l 5.4, exercise 4)
 
 {answers.lars(pairs)}
 
