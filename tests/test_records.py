@@ -4,6 +4,7 @@ git and MLflow on small-step copies of the project."""
 
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -177,36 +178,35 @@ def comparable(client, run):
     return metrics, histories, run.data.params, tags, sorted(files()), datasets
 
 
-def test_a_fresh_clone_retrains_and_rebuilds_the_runs_of_the_stages_dvc_skipped(
-    reproduced, tmp_path
-):
+def test_a_fresh_clone_lacks_the_cached_outputs_and_sync_rebuilds_every_run(reproduced, tmp_path):
+    """A fresh clone lacks what DVC's cache holds, the data and the models: `dvc status` names
+    exactly the stages that write them (CI, itself a fresh clone, retrains them all and checks
+    their bits: make check-outputs). With the cache (a copy here, as `dvc pull` brings it),
+    `make repro` runs nothing, and `make sync` rebuilds every stage's runs from the committed
+    outputs, each holding what the stage logged when it ran."""
     path, env = reproduced
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(path), str(clone)], tmp_path, env)
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     stages = logging_stages(clone)
-    trains = [s for s in stages if s.startswith("train@")]
-    # the stages whose outputs live in DVC's cache, which a clone lacks: data and models
-    deeps = [s for s in stages if s.startswith("deep@")]
-    rerun = sorted([*trains, *deeps, "calibrate", "fold"])
+    cached = [s for s in stages if s.startswith(("train@", "deep@"))] + ["calibrate", "fold"]
+    stale = json.loads(run(["dvc", "status", "--json"], clone, env).stdout)
+    assert sorted(stale) == sorted(["download", "split", *cached])
 
+    shutil.copytree(path / ".dvc" / "cache", clone / ".dvc" / "cache")
+    run(["dvc", "checkout"], clone, env)
     ran = run([sys.executable, "-m", "pipeline.repro"], clone, env).stdout  # as make repro
-    assert sorted(re.findall(r"Running stage '(\S+)'", ran)) == sorted(
-        ["download", "split", *rerun]
-    )
-    # retrained bit for bit: dvc.lock and every committed output are as in the project
+    assert "Running stage" not in ran, ran
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
-    assert sorted(r.data.tags["dvc_stage"] for r in tops(all_runs(env))) == rerun
     run([sys.executable, "-m", "pipeline.sync"], clone, env)
     runs = all_runs(env)
     by_stage, seeds = current(runs)
     assert sorted(by_stage) == stages and all(len(r) == 1 for r in by_stage.values())
+    trains = [s for s in stages if s.startswith("train@")]
     assert len(seeds) == 2 * len(trains) and len(runs) == len(stages) + len(seeds)
-    restored = sorted(s for s, (r,) in by_stage.items() if r.data.tags.get("restored") == "true")
-    assert restored == sorted(set(stages) - set(rerun))
-    assert restored == ["report"]
+    assert {r.data.tags.get("restored") for (r,) in by_stage.values()} == {"true"}
 
-    # each run, rebuilt or not, holds what the stage logged when it ran in the project
+    # each rebuilt run holds what the stage logged when it ran in the project
     logged, _ = current(all_runs(reproduced[1]))
     here = MlflowClient(env["MLFLOW_TRACKING_URI"])
     there = MlflowClient(reproduced[1]["MLFLOW_TRACKING_URI"])
