@@ -149,7 +149,7 @@ def cells(line):
 def compare_text(c, where, committed, ours):
     """Line by line: the words equal, each number within tolerance of the committed one, after
     the rounding of its last printed digit. A number in a markdown table is placed by its
-    row's first cell and its column."""
+    row's first cell and its column, one in prose by the last `name` before it."""
     old, new = committed.splitlines(), ours.splitlines()
     c.equal(f"{where} lines", len(old), len(new))
     header = []
@@ -158,20 +158,20 @@ def compare_text(c, where, committed, ours):
             header = []
         elif not header:
             header = cells(a)
-        places = [f"{where}:{i}"]
-        if header and a.startswith("|") and not set(a) <= set("|:- "):
-            row = cells(a)
-            places = [f"{where}:{i} {row[0]} | {column}" for column, _ in zip(header, row)]
         x, y = NUMBER.split(a), NUMBER.split(b)
         if len(x) != len(y):
-            c.equal(places[0], a, b)
+            c.equal(f"{where}:{i}", a, b)
             continue
-        c.equal(places[0], [words(t) for t in x[::2]], [words(t) for t in y[::2]])
-        column = 0
+        c.equal(f"{where}:{i}", [words(t) for t in x[::2]], [words(t) for t in y[::2]])
+        table = header and a.startswith("|") and not set(a) <= set("|:- ")
         for k, (m, n) in enumerate(zip(x[1::2], y[1::2])):
-            if len(places) > 1:
-                column = "".join(x[: 2 * k + 1]).count("|") - 1
-            place = places[min(max(column, 0), len(places) - 1)]
+            before = "".join(x[: 2 * k + 1])
+            if table:
+                row, column = cells(a), before.count("|") - 1
+                place = f"{where}:{i} {row[0]} | {header[min(column, len(header) - 1)]}"
+            else:  # in prose, a number is about the last `name` before it
+                names = re.findall(r"`([^`]+)`", before)
+                place = f"{where}:{i} {names[-1] if names else ''}".rstrip()
             c.number(place, float(m), float(n), unit=unit_of(m))
 
 

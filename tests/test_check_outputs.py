@@ -60,7 +60,7 @@ def test_elsewhere_it_compares_values_and_fails_beyond_the_tolerance(reproduced,
     assert "this machine is another: comparing values" in out.stdout
     assert re.search(r"value mode: [\d,]+ values compared, all equal", out.stdout)
 
-    # within the default tolerance (1e-5 + 1e-5 relative): passes, and shows the deviation
+    # within the default tolerance (1e-5 + 1e-4 relative): passes, and shows the deviation
     old = perturb(path, "metrics/kaiming.json", "seeds.1.val_loss", 2e-6)
     out = check(path, env)
     assert out.returncode == 0, out.stdout + out.stderr
