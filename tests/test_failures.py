@@ -233,6 +233,7 @@ def interrupted_repro(signum):
 
 def _interrupted_repro(signum, path, env, tmp_path):
     small_params(path, steps=200_000)
+    runs_of(env)  # create the MLflow store now, not while the stage creates it too
     repro = subprocess.Popen(
         ["dvc", "repro", "train@kaiming"],
         cwd=path,
@@ -245,6 +246,7 @@ def _interrupted_repro(signum, path, env, tmp_path):
     try:
 
         def training():
+            assert repro.poll() is None, f"dvc repro ended early: {repro.communicate()[1]}"
             return len([r for r in runs_of(env) if r.info.status == "RUNNING"]) == 3
 
         wait_for(training, "the stage's runs")
@@ -494,9 +496,10 @@ def test_an_interrupted_stage_kills_its_runs_and_workers_and_leaves_nothing(copy
     try:
 
         def training():
+            assert stage.poll() is None, f"the stage ended early: {stage.communicate()[1]}"
             workers = [p for p in descendants(stage.pid) if is_ready_worker(p)]
             running = [r for r in runs_of(env) if r.info.status == "RUNNING"]
-            return stage.poll() is None and len(running) == 3 and workers
+            return len(running) == 3 and workers
 
         wait_for(training, "the runs and the worker process")
         children = descendants(stage.pid)
