@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,8 +111,20 @@ def time_one(program, steps):
 def measure(program, steps, processes):
     """µs per model-step with `processes` copies at once (the slowest copy's)."""
     cmd = [sys.executable, __file__, "--worker", program, "--steps", str(steps)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
-    per_step = [json.loads(p.communicate()[0])["seconds_per_step"] for p in procs]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    per_step = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        if proc.returncode:
+            last = (stderr.strip().splitlines() or ["no message"])[-1]
+            raise click.ClickException(
+                f"measuring {program!r} failed (exit {proc.returncode}): {last}; "
+                f"rerun it alone with: python bench/engine.py --worker {program} --steps {steps}"
+            )
+        per_step.append(json.loads(stdout)["seconds_per_step"])
     seeds = 1 if program == "lecture" else SEEDS
     return max(per_step) / seeds * 1e6
 
@@ -145,7 +158,11 @@ def main(steps, worker):
     print(f"machine limit: a 1024² sgemm runs {gflops:.1f} GFLOP/s, so a model-step's matmuls")
     print(f"take {limit:.1f} µs at best\n")
     lecture = measure("lecture", steps, 1)
-    peer = {p: measure(p, steps, 1) for p in ("func", "func-compiled")}
+    # Inductor's on-disk cache does not key its kernels by ATEN_CPU_CAPABILITY: one compiled
+    # under another setting crashed the compiled peer (double free), so each run compiles afresh.
+    with tempfile.TemporaryDirectory(prefix="actgrad-inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        peer = {p: measure(p, steps, 1) for p in ("func", "func-compiled")}
     print(
         f"{'program':<30}{'µs/model-step':>14}{f'{cores} procs':>10}{'vs lecture':>12}"
         f"{'vs compiled peer':>18}{'vs limit':>10}"

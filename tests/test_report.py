@@ -3,6 +3,7 @@ of our metrics from the lecture's."""
 
 import json
 import math
+import subprocess
 
 import pytest
 import yaml
@@ -114,8 +115,12 @@ def markdown_tables(text):
 
 
 def test_the_readmes_results_are_the_reports_tables():
+    """The committed report's: a rerun on another CPU rewrites reports/comparison.md within
+    tolerance.yaml (make check-outputs checks that), not the README."""
     from conftest import ROOT
 
+    committed = ["git", "show", "HEAD:reports/comparison.md"]
+    report = subprocess.run(committed, cwd=ROOT, capture_output=True, text=True, check=True)
     readme = markdown_tables((ROOT / "README.md").read_text())
-    report = markdown_tables((ROOT / "reports/comparison.md").read_text())
+    report = markdown_tables(report.stdout)
     assert len(readme) == 2 and readme == report[:2]

@@ -1,5 +1,6 @@
 """The CPU kernels the study computes with: pinned, so that the same params give the same bits
-on every x86-64 CPU with AVX2 and whatever its number of cores.
+whatever the number of cores, and on every Intel CPU with AVX2 (on other CPUs MKL ignores its
+AVX2 branch and takes its own path: docs/determinism.md).
 
 MKL's conditional numerical reproducibility takes its AVX2 code path in strict mode (MKL_CBWR;
 without STRICT, that path rounds some of a matmul's 200 columns unlike the others, and the
