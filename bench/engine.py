@@ -108,23 +108,20 @@ def time_one(program, steps):
     return (time.perf_counter() - start) / steps
 
 
-def measure(program, steps, processes):
+def measure(program, steps, processes, env=None):
     """µs per model-step with `processes` copies at once (the slowest copy's)."""
     cmd = [sys.executable, __file__, "--worker", program, "--steps", str(steps)]
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(processes)
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)
     ]
-    per_step = []
-    for proc in procs:
-        stdout, stderr = proc.communicate()
-        if proc.returncode:
-            last = (stderr.strip().splitlines() or ["no message"])[-1]
-            raise click.ClickException(
-                f"measuring {program!r} failed (exit {proc.returncode}): {last}; "
-                f"rerun it alone with: python bench/engine.py --worker {program} --steps {steps}"
-            )
-        per_step.append(json.loads(stdout)["seconds_per_step"])
+    outputs = [p.communicate()[0] for p in procs]
+    failed = [p.returncode for p in procs if p.returncode]
+    if failed:
+        raise click.ClickException(
+            f"measuring {program!r} failed (exit {failed[0]}; its error is above); rerun it "
+            f"alone with: python bench/engine.py --worker {program} --steps {steps}"
+        )
+    per_step = [json.loads(out)["seconds_per_step"] for out in outputs]
     seeds = 1 if program == "lecture" else SEEDS
     return max(per_step) / seeds * 1e6
 
@@ -161,8 +158,8 @@ def main(steps, worker):
     # Inductor's on-disk cache does not key its kernels by ATEN_CPU_CAPABILITY: one compiled
     # under another setting crashed the compiled peer (double free), so each run compiles afresh.
     with tempfile.TemporaryDirectory(prefix="actgrad-inductor-") as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-        peer = {p: measure(p, steps, 1) for p in ("func", "func-compiled")}
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        peer = {p: measure(p, steps, 1, env) for p in ("func", "func-compiled")}
     print(
         f"{'program':<30}{'µs/model-step':>14}{f'{cores} procs':>10}{'vs lecture':>12}"
         f"{'vs compiled peer':>18}{'vs limit':>10}"

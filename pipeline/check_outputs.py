@@ -163,11 +163,11 @@ def compare_text(c, where, committed, ours):
             c.equal(f"{where}:{i}", a, b)
             continue
         c.equal(f"{where}:{i}", [words(t) for t in x[::2]], [words(t) for t in y[::2]])
-        table = header and a.startswith("|") and not set(a) <= set("|:- ")
+        row = cells(a) if header and a.startswith("|") and not set(a) <= set("|:- ") else None
         for k, (m, n) in enumerate(zip(x[1::2], y[1::2])):
             before = "".join(x[: 2 * k + 1])
-            if table:
-                row, column = cells(a), before.count("|") - 1
+            if row:
+                column = before.count("|") - 1
                 place = f"{where}:{i} {row[0]} | {header[min(column, len(header) - 1)]}"
             else:  # in prose, a number is about the last `name` before it
                 names = re.findall(r"`([^`]+)`", before)
