@@ -33,21 +33,21 @@ lock:
 data: setup
 	dvc repro download
 
-# the stages that are out of date, independent ones at once (pipeline/repro.py), then MLflow
+# the stages that are out of date, independent ones at once (pipeline/tools/repro.py), then MLflow
 repro: setup
-	python -m pipeline.repro
-	python -m pipeline.sync
+	python -m pipeline.tools.repro
+	python -m pipeline.tracking.sync
 	@$(TABLE)
 
 # every stage again, even those whose committed outputs look up to date (what CI runs)
 repro-all: setup
-	python -m pipeline.repro --force
-	python -m pipeline.sync
+	python -m pipeline.tools.repro --force
+	python -m pipeline.tracking.sync
 	@$(TABLE)
 
 # after dvc pull, dvc checkout or dvc exp apply: one current MLflow run per stage of dvc.lock
 sync: setup
-	python -m pipeline.sync
+	python -m pipeline.tracking.sync
 
 test: setup
 	python -m pytest -n auto
@@ -60,12 +60,12 @@ lint: setup
 	pre-commit run --all-files
 
 check: setup
-	python -m pipeline.check
+	python -m pipeline.tools.check_lecture
 
 # exit 1 when the outputs of the last repro differ from the committed ones: bit for bit on the
 # machine that made them (metrics/machine.json), within tolerance.yaml elsewhere
 check-outputs: setup
-	python -m pipeline.check_outputs
+	python -m pipeline.tools.check_outputs
 
 # pr-comment.md: the results table, dvc metrics diff against $(BASE), the loss overlay
 pr-comment: setup

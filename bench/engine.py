@@ -19,7 +19,6 @@ weights, counting units) near their share of a real run.
 import actgrad  # noqa: F401  (before torch: the kernels the stages run with)
 
 # isort: split
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,7 +30,6 @@ from pathlib import Path
 import click
 import torch
 import torch.nn.functional as F
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = 5
@@ -39,7 +37,8 @@ PEER = "kaiming"  # the recipe the lecture loop and the torch.func peer train
 
 
 def load_train_split():
-    from actgrad.data import default_cache_dir, make_splits, read_words
+    from actgrad.data.examples import make_splits
+    from actgrad.data.names import default_cache_dir, read_words
 
     names = Path(os.environ.get("ACTGRAD_NAMES", default_cache_dir() / "names.txt"))
     _, splits = make_splits(read_words(names.read_text()), 3, (0.8, 0.1, 0.1), 42)
@@ -49,9 +48,9 @@ def load_train_split():
 def func_ensemble(params, X, Y, compiled):
     """A run(steps) of the torch.func peer: the PEER variant's 5 seeds stacked, each step a
     vmap of grad of the plain model's loss over them, then SGD with the lecture's lr."""
-    from actgrad.model import init_weights
+    from actgrad.mlp.network import init_weights
 
-    cfg, variant = params.train, params.variants[PEER]
+    cfg, variant = params.train, params.variant(PEER)
     weights, generators = init_weights(range(SEEDS), variant, 27, 3, cfg.n_embd, cfg.n_hidden)
     p = {name: t.clone() for name, t in weights.params.items()}
 
@@ -81,14 +80,14 @@ def func_ensemble(params, X, Y, compiled):
 def time_one(program, steps):
     """Seconds per training step of `program`: "lecture", "func", "func-compiled" or a variant's
     name, in this process."""
-    from actgrad.config import load_params
-    from actgrad.parallel import train_group
+    from actgrad.mlp.engine import train_group
+    from actgrad.recipes import read_params
 
     sys.path.insert(0, str(ROOT / "tests"))
     from lecture import RECIPES, lecture_loop
 
     X, Y = load_train_split()
-    params = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = read_params(ROOT / "params.yaml")
     if program == "lecture":
 
         def run(n):
@@ -99,8 +98,8 @@ def time_one(program, steps):
     else:
 
         def run(n):
-            cfg = dataclasses.replace(params.train, steps=n, seeds=tuple(range(SEEDS)))
-            return train_group(cfg.seeds, params.variants[program], cfg, X, Y, 27)
+            cfg = params.train.model_copy(update={"steps": n, "seeds": tuple(range(SEEDS))})
+            return train_group(cfg.seeds, params.variant(program), cfg, X, Y, 27)
 
     run(200)  # warm up (and compile)
     start = time.perf_counter()
@@ -128,8 +127,8 @@ def measure(program, steps, processes, env=None):
 
 def limit_us_per_model_step(params):
     """The µs that one model-step's matmuls take at a one-thread 1024² sgemm's rate."""
-    cfg, block = params["train"], params["split"]["block_size"]
-    inputs, hidden, vocab, batch = block * cfg["n_embd"], cfg["n_hidden"], 27, cfg["batch_size"]
+    cfg, block = params.train, params.split.block_size
+    inputs, hidden, vocab, batch = block * cfg.n_embd, cfg.n_hidden, 27, cfg.batch_size
     flops = 2 * batch * hidden * (3 * vocab + 2 * (inputs + 1) + inputs)  # the six matmuls
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     for _ in range(3):
@@ -149,7 +148,9 @@ def main(steps, worker):
         print(json.dumps({"seconds_per_step": time_one(worker, steps)}))
         return
     cores = os.cpu_count()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from actgrad.recipes import read_params
+
+    params = read_params(ROOT / "params.yaml")
     limit, gflops = limit_us_per_model_step(params)
     print(f"{cores} cores, torch {torch.__version__}, {steps} steps per measurement, one thread")
     print(f"machine limit: a 1024² sgemm runs {gflops:.1f} GFLOP/s, so a model-step's matmuls")
@@ -176,7 +177,7 @@ def main(steps, worker):
     row("lecture loop (autograd)", lecture)
     row("torch.func ensemble", peer["func"])
     row("torch.func, torch.compile", peer["func-compiled"])
-    for variant in params["variants"]:
+    for variant in params.variants:
         row(f"engine: {variant}", measure(variant, steps, 1), measure(variant, steps, cores))
 
 

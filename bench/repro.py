@@ -1,7 +1,7 @@
 """Wall time and memory of the whole study, against its target, then a `dvc repro` with nothing
 to do.
 
-Runs the forced full study once, as `make repro-all` does: `python -m pipeline.repro --force`
+Runs the forced full study once, as `make repro-all` does: `python -m pipeline.tools.repro --force`
 (independent stages at once, one process per train stage); with --plain, a plain `dvc repro -f`
 too (one stage at a time, each train stage spreading its seeds over the cores). Prints each
 one's wall time against the target of 30 s per train stage and 5 s per other stage, the peak
@@ -18,7 +18,8 @@ import time
 
 import click
 import psutil
-import yaml
+
+from actgrad.params import load_yaml
 
 TRAIN_TARGET, OTHER_TARGET = 30, 5  # seconds per train stage, per other stage
 GIB = 1024**3
@@ -44,7 +45,7 @@ def run_sampled(cmd):
 def target():
     """(train stages, other stages, target seconds) of the study in dvc.lock."""
     with open("dvc.lock") as f:
-        stages = list(yaml.safe_load(f)["stages"])
+        stages = list(load_yaml(f.read())["stages"])
     train = sum(s.startswith("train@") for s in stages)
     return train, len(stages) - train, TRAIN_TARGET * train + OTHER_TARGET * (len(stages) - train)
 
@@ -52,7 +53,12 @@ def target():
 @click.command()
 @click.option("--plain/--no-plain", default=False, help="also time a plain `dvc repro -f`")
 def main(plain):
-    runs = {"python -m pipeline.repro --force": [sys.executable, "-m", "pipeline.repro", "-f"]}
+    runs = {
+        "python -m pipeline.tools.repro --force": [
+            sys.executable,
+            *("-m", "pipeline.tools.repro", "-f"),
+        ]
+    }
     if plain:
         runs["dvc repro -f"] = ["dvc", "repro", "-f"]
     train, other, budget = target()

@@ -9,7 +9,6 @@ matmul and what one pass over a hidden layer costs. bench/engine.py times the wh
     python bench/step.py [--calls 5000]
 """
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -18,12 +17,11 @@ import actgrad  # noqa: F401  (before torch: the kernels the stages run with)
 # isort: split
 import click
 import torch
-import yaml
 
-from actgrad import optim, pieces
-from actgrad.config import load_params, piece
-from actgrad.engine import Engine
-from actgrad.model import init_weights
+from actgrad.mlp.engine import Engine
+from actgrad.mlp.network import init_weights
+from actgrad.pieces import activations, choices, norms, optimizers
+from actgrad.recipes import read_params
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 27  # '.' and a-z
@@ -90,8 +88,7 @@ def norm_step(norm, shape):
 
 def optimizer_step(variant, optimizer, cfg, block_size):
     """An update of the variant's parameters by `optimizer`, as the engine calls it."""
-    variant = dataclasses.replace(variant, optimizer=optimizer)
-    optimizer = optim.optimizer(optimizer)
+    variant = variant.model_copy(update={"optimizer": optimizer})
     seeds = range(len(cfg.seeds))
     weights, _ = init_weights(seeds, variant, VOCAB, block_size, cfg.n_embd, cfg.n_hidden)
     engine = Engine(weights, variant)
@@ -102,7 +99,7 @@ def optimizer_step(variant, optimizer, cfg, block_size):
 @click.command()
 @click.option("--calls", default=5000, show_default=True, help="timed calls of each part")
 def main(calls):
-    params = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = read_params(ROOT / "params.yaml")
     cfg, block_size = params.train, params.split.block_size
     seeds, batch, hidden = len(cfg.seeds), cfg.batch_size, cfg.n_hidden
     print(
@@ -121,15 +118,15 @@ def main(calls):
         row("the six matmuls", seconds, note)
         a, b = torch.randn(seeds, batch, hidden), torch.randn(seeds, batch, hidden)
         row("one pass over the hidden layer (a * b)", seconds_per_call(lambda: a * b, calls))
-        for name in pieces.ACTIVATIONS:
-            step = activation_step(pieces.activation(piece("activation", name)), a.shape)
+        for name, piece in choices(activations.Activation).items():
+            step = activation_step(piece(), a.shape)
             row(f"activation {name}", seconds_per_call(step, calls))
-        for name in pieces.NORMS:
-            step = norm_step(pieces.norm(piece("norm", name)), a.shape)
+        for name, piece in choices(norms.Norm).items():
+            step = norm_step(piece(), a.shape)
             row(f"norm {name}", seconds_per_call(step, calls))
-        variant = next(iter(params.variants.values()))
-        for name in optim.OPTIMIZERS:
-            step = optimizer_step(variant, piece("optimizer", name), cfg, block_size)
+        variant = params.variant(next(iter(params.variants)))
+        for name, piece in choices(optimizers.Optimizer).items():
+            step = optimizer_step(variant, piece(), cfg, block_size)
             row(f"optimizer {name}", seconds_per_call(step, calls))
 
 

@@ -24,7 +24,7 @@ LECTURE_SEED = 2147483647
 def names_file():
     """names.txt where the download stage keeps it ($ACTGRAD_DATA_CACHE, else the user's cache
     folder): `make data` puts it there."""
-    from actgrad.data import default_cache_dir
+    from actgrad.data.names import default_cache_dir
 
     return default_cache_dir() / "names.txt"
 
@@ -51,7 +51,8 @@ def names_text():
 
 @pytest.fixture(scope="session")
 def splits(names_text):
-    from actgrad.data import make_splits, read_words
+    from actgrad.data.examples import make_splits
+    from actgrad.data.names import read_words
 
     return make_splits(read_words(names_text), 3, (0.8, 0.1, 0.1), 42)
 
@@ -155,7 +156,8 @@ def make_project(tmp_path):
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """A small-step project after `make repro` (pipeline.repro, then the MLflow sync), committed.
+    """A small-step project after `make repro` (pipeline.tools.repro, then the MLflow sync),
+    committed.
 
     Tests change copies of it (copy_project), never it. Next to it: `repro.out`, what the
     lanes of `dvc repro` printed, and `modules`, where each stage listed the files it imported
@@ -171,10 +173,10 @@ def reproduced(tmp_path_factory):
             shared.mkdir(exist_ok=True)
             path, env = make_project(shared)
             modules = path.parent / "modules"
-            repro = [sys.executable, "-m", "pipeline.repro"]
+            repro = [sys.executable, "-m", "pipeline.tools.repro"]
             out = run(repro, path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
             (path.parent / "repro.out").write_text(out.stdout)
-            run([sys.executable, "-m", "pipeline.sync"], path, env)
+            run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
             commit(path, "repro")
             (shared / "built").touch()
     return shared / "project", project_env(shared)

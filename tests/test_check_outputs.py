@@ -11,7 +11,7 @@ from conftest import commit, copy_project, run
 
 pytestmark = pytest.mark.slow
 
-CHECK = [sys.executable, "-m", "pipeline.check_outputs"]
+CHECK = [sys.executable, "-m", "pipeline.tools.check_outputs"]
 
 
 def check(path, env, *args):
@@ -93,7 +93,7 @@ def test_ci_and_the_workflow_run_the_same_check():
 
     makefile = (ROOT / "Makefile").read_text()
     target = makefile.split("\ncheck-outputs:", 1)[1].split("\n\n", 1)[0]
-    assert "python -m pipeline.check_outputs" in target
+    assert "python -m pipeline.tools.check_outputs" in target
     assert "make check-outputs" in (ROOT / ".ci/run").read_text()
     assert "run: make check-outputs" in (ROOT / ".github/workflows/ci.yml").read_text()
     run(["make", "-n", "check-outputs"], ROOT)

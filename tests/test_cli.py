@@ -73,7 +73,7 @@ def notebook_samples(net, vocab, count, seed):
 
 def test_a_deep_network_samples_as_the_notebook_does(reproduced):
     from actgrad.cli import Project
-    from actgrad.deep import build_net
+    from actgrad.deepnet.network import build_net
 
     path, env = reproduced
     project = Project(path)

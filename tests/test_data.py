@@ -3,7 +3,9 @@ import random
 import pytest
 import torch
 
-from actgrad.data import DataError, Vocab, build_examples, make_splits, read_words
+from actgrad.data.examples import Vocab, build_examples, make_splits
+from actgrad.data.names import read_words
+from actgrad.errors import DataError
 
 
 def lecture_build_dataset(words, stoi, block_size=3):

@@ -6,7 +6,6 @@ and CI reruns the study before the tests, so these read what the code just made 
 train the eleven networks again.
 """
 
-import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -15,8 +14,11 @@ import torch
 import yaml
 from conftest import ROOT
 
-from actgrad.config import ParamsError, load_params
-from actgrad.deep import BatchNorm1d, build_net, run_deep, stack_jacobians
+from actgrad.deepnet.network import BatchNorm1d, build_net
+from actgrad.deepnet.probes import stack_jacobians
+from actgrad.deepnet.run import run_deep
+from actgrad.errors import ParamsError
+from actgrad.recipes import load_params
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
@@ -71,8 +73,8 @@ def test_the_notebook_run_is_reproduced(results):
 def test_first_step_matches_the_lecture(splits):
     """The lecture's printout for gain 5/3 at init: std and % saturated of each Tanh."""
     vocab, data = splits
-    train = dataclasses.replace(PARAMS.deep_train, steps=1)
-    result = run_deep(PARAMS.deep["tanh_gain_5_3"], train, data, len(vocab))
+    train = PARAMS.deep_train.model_copy(update=dict(steps=1))
+    result = run_deep(PARAMS.deep_config("tanh_gain_5_3"), train, data, len(vocab))
     assert list(result.init.layers) == ["tanh1", "tanh3", "tanh5", "tanh7", "tanh9"]
     assert column(result.init, "act_std") == pytest.approx(
         [0.75, 0.69, 0.67, 0.66, 0.66], abs=0.005
@@ -149,8 +151,10 @@ def test_gain_orders_the_jacobian_from_vanishing_to_exploding(results):
 @pytest.mark.parametrize("name", ["tanh_gain_5_3", "relu_gain_sqrt2", "batchnorm"])
 def test_stack_jacobians_match_torch_func(splits, name):
     vocab, data = splits
-    train = dataclasses.replace(PARAMS.deep_train, n_hidden=16, n_layers=3)
-    net = build_net(PARAMS.deep[name], train, 3, len(vocab), torch.Generator().manual_seed(0))
+    train = PARAMS.deep_train.model_copy(update=dict(n_hidden=16, n_layers=3))
+    net = build_net(
+        PARAMS.deep_config(name), train, 3, len(vocab), torch.Generator().manual_seed(0)
+    )
     X = data["train"][0][:8]
     ours = stack_jacobians(net, X)
     x = net.C[X].view(len(X), -1)

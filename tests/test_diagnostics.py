@@ -1,7 +1,6 @@
 """The instruments against their definitions: init loss, inactive and dead units, distinct
 units, update:data ratios from the real update, samples."""
 
-import dataclasses
 import functools
 
 import pytest
@@ -11,13 +10,12 @@ import yaml
 from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
-from actgrad import instruments, pieces
-from actgrad.config import load_params
-from actgrad.engine import train
-from actgrad.init import draw
-from actgrad.instruments import unit_counts
-from actgrad.model import init_weights, logits
-from actgrad.sample import sample_names
+from actgrad.mlp import metrics, probes
+from actgrad.mlp.engine import train
+from actgrad.mlp.network import draw, init_weights, logits
+from actgrad.mlp.probes import unit_counts
+from actgrad.recipes import load_params
+from actgrad.sampling import sample_names
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
@@ -25,7 +23,7 @@ PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 def first_batch(name, splits):
     """One seed's weights at init and the first minibatch, as the training loop draws it."""
     X, Y = splits[1]["train"]
-    w, g = draw(LECTURE_SEED, PARAMS.variants[name], 27, 3, 10, 200)
+    w, g = draw(LECTURE_SEED, PARAMS.variant(name), 27, 3, 10, 200)
     w = {n: t.view(-1, t.shape[-1]) for n, t in w.items()}
     ix = torch.randint(0, X.shape[0], (32,), generator=g)
     return w, X[ix], Y[ix]
@@ -33,12 +31,12 @@ def first_batch(name, splits):
 
 def init_loss(name, splits):
     w, X, Y = first_batch(name, splits)
-    _, h = instruments.batch_activations(w, X, PARAMS.variants[name])
+    _, h = probes.batch_activations(w, X, PARAMS.variant(name))
     return F.cross_entropy(h @ w["W2"] + w["b2"], Y).item()
 
 
 def test_ideal_init_loss_is_minus_log_one_over_27():
-    assert instruments.ideal_init_loss(27) == pytest.approx(3.2958, abs=1e-4)
+    assert metrics.ideal_init_loss(27) == pytest.approx(3.2958, abs=1e-4)
 
 
 def test_init_loss_is_the_lecture_loops_first_loss(splits):
@@ -57,9 +55,9 @@ def test_inactive_fraction_and_dead_units_follow_the_tanh_definition(splits):
         w, X, _ = first_batch(name, splits)
         hpre = w["C"][X].view(32, -1) @ w["W1"] + w["b1"]
         saturated = torch.tanh(hpre).abs() > 0.99  # the lecture's definition, with torch's tanh
-        z, h = instruments.batch_activations(w, X, PARAMS.variants[name])
-        activation = pieces.activation(PARAMS.variants[name].activation)
-        inactive, fractions[name], dead = instruments.inactive_units(z, h, activation)
+        z, h = probes.batch_activations(w, X, PARAMS.variant(name))
+        activation = PARAMS.variant(name).activation
+        inactive, fractions[name], dead = metrics.inactive_units(z, h, activation)
         assert (inactive != saturated).sum() <= 2  # at most a rounding at the 0.99 boundary
         assert dead == int(saturated.all(0).sum())
     assert fractions["baseline"] > 0.5 and fractions["kaiming"] < 0.15
@@ -70,7 +68,7 @@ def test_dead_units_on_the_training_split_match_a_brute_force_count(splits):
     unit with a huge bias saturates on every context; counted over all 182,625 examples."""
     X, _ = splits[1]["train"]
     for name, killed in (("relu_kaiming", slice(0, 7)), ("kaiming", slice(10, 15))):
-        variant = PARAMS.variants[name]
+        variant = PARAMS.variant(name)
         weights, _ = init_weights((LECTURE_SEED, 1), variant, 27, 3, 10, 200)
         weights.params["b1"][:, :, killed] = -1e3 if name == "relu_kaiming" else 1e3
         dead, _ = unit_counts(weights, variant, torch.unique(X, dim=0))
@@ -82,7 +80,7 @@ def test_dead_units_on_the_training_split_match_a_brute_force_count(splits):
 
 
 def test_distinct_units_count_copies_as_one(splits):
-    variant = PARAMS.variants["kaiming"]
+    variant = PARAMS.variant("kaiming")
     weights, _ = init_weights((LECTURE_SEED,), variant, 27, 3, 10, 200)
     X, _ = splits[1]["train"]
     contexts = torch.unique(X, dim=0)
@@ -91,7 +89,7 @@ def test_distinct_units_count_copies_as_one(splits):
     assert unit_counts(weights, variant, contexts)[1].tolist() == [200]  # b1 still differs
     weights.params["b1"][0, :, 3] = weights.params["b1"][0, :, 4]
     assert unit_counts(weights, variant, contexts)[1].tolist() == [199]  # unit 3 copies unit 4
-    zero = PARAMS.variants["zero_init"]
+    zero = PARAMS.variant("zero_init")
     weights, _ = init_weights((LECTURE_SEED,), zero, 27, 3, 10, 200)
     assert unit_counts(weights, zero, contexts)[1].tolist() == [1]
 
@@ -100,10 +98,10 @@ def test_update_ratio_is_measured_from_the_real_update(splits):
     """For SGD it equals the lecture's std(lr * grad) / std(weight after), up to rounding."""
     X, Y = splits[1]["train"]
     name = "kaiming"
-    cfg = dataclasses.replace(
-        PARAMS.train, steps=1, curve_every=1, ratio_every=1, seeds=(LECTURE_SEED,)
+    cfg = PARAMS.train.model_copy(
+        update=dict(steps=1, curve_every=1, ratio_every=1, seeds=(LECTURE_SEED,))
     )
-    variant = PARAMS.variants[name]
+    variant = PARAMS.variant(name)
     weights, generators = init_weights(cfg.seeds, variant, 27, 3, 10, 200)
     before = {n: t.clone() for n, t in weights.params.items()}
     result = train(weights, generators, X, Y, cfg, variant)
@@ -119,16 +117,16 @@ def test_update_ratio_is_measured_from_the_real_update(splits):
 
 def test_batchnorm_normalises_the_activation_input_at_init(splits):
     w, X, _ = first_batch("batchnorm", splits)
-    z, _ = instruments.batch_activations(w, X, PARAMS.variants["batchnorm"])
+    z, _ = probes.batch_activations(w, X, PARAMS.variant("batchnorm"))
     torch.testing.assert_close(z.std(0), torch.ones(200), atol=1e-5, rtol=0)
 
 
 def test_calibrated_statistics_and_loss_follow_the_lecture(splits):
     """The notebook's calibration: hpreact over the whole training set, its mean and std."""
-    from actgrad.model import batch_stats, loss
+    from actgrad.mlp.network import batch_stats, loss
 
     (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
-    variant = PARAMS.variants["batchnorm"]
+    variant = PARAMS.variant("batchnorm")
     _, (C, W1, W2, b2, bngain, bnbias), _ = lecture_loop(X, Y, RECIPES["batchnorm"], 200, 100)
     with torch.no_grad():
         hpreact = C[X].view(len(X), -1) @ W1
@@ -146,7 +144,7 @@ def test_calibrated_statistics_and_loss_follow_the_lecture(splits):
 def test_samples_are_reproducible_names(splits):
     vocab = splits[0]
     w, _, _ = first_batch("kaiming", splits)
-    model = functools.partial(logits, w, variant=PARAMS.variants["kaiming"])
+    model = functools.partial(logits, w, variant=PARAMS.variant("kaiming"))
     names = sample_names(model, vocab, 3, 20, seed=7)
     assert len(names) == 20 and names == sample_names(model, vocab, 3, 20, seed=7)
     assert all(set(n) <= set(vocab.chars[1:]) for n in names)
@@ -155,9 +153,10 @@ def test_samples_are_reproducible_names(splits):
 
 def spec(**values):
     """A variant of params.yaml's schema, from what a user would write under variants:."""
-    from actgrad.config import Variant, build
+    from actgrad.params import validate
+    from actgrad.recipes import Variant
 
-    return build(Variant, values, "variants.test")
+    return validate(Variant, values, "variants.test")
 
 
 def test_init_schemes_are_their_formulas_on_the_seeds_randn_draws():

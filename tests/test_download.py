@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, run
 
-from actgrad.data import DataError, fetch_names
+from actgrad.data.names import fetch_names
+from actgrad.errors import DataError
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_download_stage_writes_the_file_from_the_server(serve, tmp_path, names_t
     (root / "names.txt").write_text(names_text)
     write_data_params(tmp_path, f"{url}/names.txt", sha(names_text.encode()))
     run(
-        [sys.executable, "-m", "pipeline.download", "--out", "data/raw/names.txt"],
+        [sys.executable, "-m", "pipeline.stages.download", "--names", "data/raw/names.txt"],
         tmp_path,
         stage_env(tmp_path / "c"),
     )
@@ -96,7 +97,7 @@ def test_download_stage_fails_cleanly_on_a_corrupt_file(serve, tmp_path, names_t
     (root / "names.txt").write_bytes(corrupt)
     write_data_params(tmp_path, f"{url}/names.txt", sha(names_text.encode()))
     out = run(
-        [sys.executable, "-m", "pipeline.download", "--out", "data/raw/names.txt"],
+        [sys.executable, "-m", "pipeline.stages.download", "--names", "data/raw/names.txt"],
         tmp_path,
         stage_env(tmp_path / "c"),
         check=False,

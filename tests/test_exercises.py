@@ -1,17 +1,15 @@
 """The lecture's exercises and d2l's symmetry questions, held by real (short) training runs:
 what zero init trains (E01), what constant init collapses to, and BatchNorm folding (E02)."""
 
-import dataclasses
-
 import pytest
 import torch
 import yaml
 from conftest import LECTURE_SEED, ROOT
 
-from actgrad import instruments
-from actgrad.config import load_params
-from actgrad.engine import train
-from actgrad.model import batch_stats, fold_batchnorm, init_weights, logits, loss
+from actgrad.mlp import metrics
+from actgrad.mlp.engine import train
+from actgrad.mlp.network import batch_stats, fold_batchnorm, init_weights, logits, loss
+from actgrad.recipes import load_params
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 SEEDS = (LECTURE_SEED, 1)
@@ -20,10 +18,10 @@ SEEDS = (LECTURE_SEED, 1)
 def trained(name, splits, steps=2000):
     """(weights at init, weights after `steps` steps, TrainResult) of a variant of params.yaml."""
     X, Y = splits[1]["train"]
-    cfg = dataclasses.replace(
-        PARAMS.train, steps=steps, curve_every=500, ratio_every=50, units_every=500, seeds=SEEDS
+    cfg = PARAMS.train.model_copy(
+        update=dict(steps=steps, curve_every=500, ratio_every=50, units_every=500, seeds=SEEDS)
     )
-    variant = PARAMS.variants[name]
+    variant = PARAMS.variant(name)
     weights, generators = init_weights(SEEDS, variant, 27, 3, 10, 200)
     start = {n: t.clone() for n, t in weights.params.items()}
     return start, weights, train(weights, generators, X, Y, cfg, variant)
@@ -37,7 +35,7 @@ def test_zero_init_trains_only_b2_and_reaches_the_unigram_loss(splits):
     assert (weights.params["b2"] != 0).all()
     names = list(weights.params)
     for s in range(len(SEEDS)):
-        first = instruments.first_nonzero_steps(result.grad_norm[s], range(0, 2000, 50))
+        first = metrics.first_nonzero_steps(result.grad_norm[s], range(0, 2000, 50))
         assert {names[k]: step for k, step in first.items()} == {
             "C": None,
             "W1": None,
@@ -48,8 +46,8 @@ def test_zero_init_trains_only_b2_and_reaches_the_unigram_loss(splits):
     assert (result.distinct_units == 1).all()
     # the model predicts softmax(b2) for every context: it cannot beat the unigram entropy
     X, Y = splits[1]["train"]
-    unigram = instruments.unigram_loss(Y, 27)
-    variant = PARAMS.variants["zero_init"]
+    unigram = metrics.unigram_loss(Y, 27)
+    variant = PARAMS.variant("zero_init")
     for s in range(len(SEEDS)):
         zero_loss = loss(weights.seed_slice(s), variant, X, Y)
         assert unigram - 1e-6 <= zero_loss < unigram + 0.05
@@ -61,10 +59,10 @@ def test_constant_init_keeps_every_hidden_unit_a_copy_of_the_first(splits):
     assert (W1 == W1[:, :, :1]).all() and (b1 == b1[:, :, :1]).all() and (W2 == W2[:, :1]).all()
     assert (result.distinct_units == 1).all()
     X, Y = splits[1]["val"]
-    variant = PARAMS.variants["constant_init"]
+    variant = PARAMS.variant("constant_init")
     for s in range(len(SEEDS)):
         w = weights.seed_slice(s)
-        one_unit = instruments.one_unit_loss(w, variant, X, Y)
+        one_unit = metrics.one_unit_loss(w, variant, X, Y)
         assert loss(w, variant, X, Y) == pytest.approx(one_unit, abs=1e-5)
 
 
@@ -79,8 +77,8 @@ def test_one_random_tensor_breaks_the_symmetry(splits):
 def test_batchnorm_folds_into_w1_and_b1_without_changing_a_logit(splits):
     (X, _), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
     _, weights, _ = trained("batchnorm", splits, steps=500)
-    variant = PARAMS.variants["batchnorm"]
-    plain = dataclasses.replace(variant, norm=PARAMS.variants["kaiming"].norm)
+    variant = PARAMS.variant("batchnorm")
+    plain = variant.model_copy(update=dict(norm=PARAMS.variant("kaiming").norm))
     for s in range(len(SEEDS)):
         w = weights.seed_slice(s)
         stats = batch_stats(w, X, variant)

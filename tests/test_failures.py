@@ -27,7 +27,7 @@ import yaml
 from conftest import LECTURE_SEED, ROOT, copy_project, names_file, run, small_params, stage_argv
 from mlflow.tracking import MlflowClient
 
-from actgrad.model import Weights
+from actgrad.mlp.network import Weights
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
@@ -546,7 +546,7 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(copy):
 OPEN_STORE_AT_ONCE = """
 import sys
 import mlflow.tracking  # the slow import, before the barrier
-from pipeline.tracking import mlflow_client
+from pipeline.tracking.store import mlflow_client
 print("ready", flush=True)
 sys.stdin.readline()  # the barrier: wait for the test's "go"
 print(mlflow_client()[1], flush=True)
@@ -587,12 +587,14 @@ def test_stages_that_open_a_new_sqlite_store_at_once_all_succeed(tmp_path):
 # --- 6. atomic outputs -----------------------------------------------------------------------
 
 SLOW_WRITE = """
-import sys, time
-from pipeline.outputs import writing
-from pipeline.stage import stage_command
+import signal, sys, time
+from pipeline.files import writing
+from pipeline.runner import _raise_interrupt, one_line
+
+signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-@stage_command
+@one_line
 def main():
     with writing() as out:
         out.path(sys.argv[1]).write_text("half of the new")
@@ -641,12 +643,12 @@ if os.environ.get("ACTGRAD_WRITES"):
 def test_a_stage_that_fails_after_putting_outputs_in_place_takes_them_back(tmp_path):
     """Renaming several outputs into place can fail halfway (here the second's staged file is
     gone): the first is taken back too, and no staging file stays."""
-    from pipeline.outputs import writing
+    from pipeline.files import writing
 
     first, second = tmp_path / "a.json", tmp_path / "b" / "c.txt"
     with pytest.raises(FileNotFoundError), writing() as out:
-        out.text(first, "1")
-        out.text(second, "2")
+        out.path(first).write_text("1")
+        out.path(second).write_text("2")
         out.staged[second].unlink()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["b"]
 
@@ -670,8 +672,8 @@ def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_file
     path, env = copy
     first = lock_hashes(path)
     params = yaml.safe_load((path / "params.yaml").read_text())
-    # names; the split and its summary; 8 per variant; calibrate; fold; 8 per deep config; report
-    assert len(first) == 1 + 2 + 8 * len(params["variants"]) + 3 + 2 + 8 * len(params["deep"]) + 3
+    # names; the split and its summary; 9 per variant; calibrate; fold; 8 per deep config; report
+    assert len(first) == 1 + 2 + 9 * len(params["variants"]) + 3 + 2 + 8 * len(params["deep"]) + 3
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(WRITES_HOOK)
@@ -701,13 +703,14 @@ def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_file
 
 
 UNPICKLERS = ("pickle", "dill", "cloudpickle", "joblib")
-SAFE_LOADERS = ("SafeLoader", "CSafeLoader", "UniqueKeyLoader")  # the last: actgrad.params'
+SAFE_LOADERS = ("SafeLoader", "CSafeLoader")
 
 
 def unsafe_loads(source):
     """Lines of `source` that can run code while loading: an unpickler imported, torch.load
     without weights_only=True, yaml.load with a loader that is not safe, yaml.unsafe_load or
-    full_load, whatever name the module or the function was imported under."""
+    full_load, a ruamel YAML() that is not typ="safe", whatever name the module or the function
+    was imported under."""
     tree = ast.parse(source)
     bound = {}  # a local name: the module or function it stands for ("t": "torch")
     bad = []
@@ -733,12 +736,15 @@ def unsafe_loads(source):
         weights_only = getattr(keywords.get("weights_only"), "value", None) is True
         loader = keywords.get("Loader", node.args[1] if len(node.args) > 1 else None)
         loader = getattr(loader, "attr", getattr(loader, "id", None))
+        typ = getattr(keywords.get("typ"), "value", None)
         if (
             name == "torch.load"
             and not weights_only
             or name == "yaml.load"
             and loader not in SAFE_LOADERS
             or name in ("yaml.unsafe_load", "yaml.full_load")
+            or name == "ruamel.yaml.YAML"
+            and typ != "safe"
         ):
             bad.append(node.lineno)
     return bad
@@ -749,11 +755,12 @@ def test_nothing_unpickles_and_models_load_as_plain_tensors(reproduced):
         "import pickle\ntorch.load(f)\ntorch.load(f, weights_only=True)\nimport torch as t\n"
         "t.load(f)\nfrom torch import load as l\nl(f)\nimport yaml as y\ny.load(s)\n"
         "y.load(s, Loader=y.SafeLoader)\nfrom yaml import full_load\nfull_load(s)\n"
+        "from ruamel.yaml import YAML\nYAML()\nYAML(typ='safe')\n"
     )
-    assert unsafe_loads(unsafe) == [1, 2, 5, 7, 9, 12]
+    assert unsafe_loads(unsafe) == [1, 2, 5, 7, 9, 12, 14]
     code = [
         *(ROOT / "src").rglob("*.py"),
-        *(ROOT / "pipeline").glob("*.py"),
+        *(ROOT / "pipeline").rglob("*.py"),
         *ROOT.glob("bench/*.py"),
     ]
     for module in sorted(code):

@@ -7,40 +7,34 @@ params.yaml against a plain autograd model: gradients and the update agree to 1e
 Run with -s to see the worst relative error of each.
 """
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 from conftest import ROOT
 
-from actgrad import config, optim, pieces
-from actgrad.config import load_params
-from actgrad.engine import Engine
-from actgrad.model import init_weights
-from actgrad.optim import OPTIMIZERS
-from actgrad.pieces import ACTIVATIONS, NORMS
+from actgrad.mlp.engine import Engine
+from actgrad.mlp.network import init_weights
+from actgrad.params import Section, validate
+from actgrad.pieces import Activation, Norm, Optimizer, activations, choices, norms, optimizers
+from actgrad.recipes import load_params
 
 TOLERANCE = 1e-9
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+ACTIVATIONS, NORMS = choices(activations.Activation), choices(norms.Norm)
+OPTIMIZERS = choices(optimizers.Optimizer)
+
+
+class Pieces(Section):
+    activation: Activation | None = None
+    norm: Norm | None = None
+    optimizer: Optimizer | None = None
 
 
 def default(kind, name, **options):
-    """The piece of `kind` called `name`, its hyperparameters params.yaml's defaults but
-    `options`."""
-    spec = config.piece(kind, {"name": name, **options})
-    build = {"activation": pieces.activation, "norm": pieces.norm, "optimizer": optim.optimizer}
-    return build[kind](spec)
-
-
-def test_the_schema_and_the_pieces_know_the_same_pieces_and_hyperparameters():
-    for kind, registry in (("activation", ACTIVATIONS), ("norm", NORMS), ("optimizer", OPTIMIZERS)):
-        catalogue = config.KINDS[kind]
-        assert list(catalogue) == list(registry), kind
-        for name, piece in registry.items():
-            fields = [f.name for f in dataclasses.fields(piece)]
-            assert sorted(fields) == sorted(catalogue[name]), name
+    """The piece of `kind` called `name`, read as params.yaml would write it, its params the
+    defaults but `options`."""
+    return getattr(validate(Pieces, {kind: {"name": name, **options}}, "test"), kind)
 
 
 def rel_err(ours, reference, floor=1e-6):
@@ -265,7 +259,7 @@ def reference_step(weights, variant, X, Y):
 
 @pytest.mark.parametrize("name", list(PARAMS.variants))
 def test_one_engine_step_of_every_variant_matches_autograd(splits, name):
-    variant = PARAMS.variants[name]
+    variant = PARAMS.variant(name)
     X, Y = splits[1]["train"]
     weights, generators = init_weights((1,), variant, 27, 3, 10, 200)
     weights.params = {n: t.double() for n, t in weights.params.items()}
@@ -280,7 +274,7 @@ def test_one_engine_step_of_every_variant_matches_autograd(splits, name):
         X[ix].view(-1),
         Y[ix].view(1, 1, 32),
         dnll,
-        optim.optimizer(variant.optimizer).lr_at(0),
+        variant.optimizer.lr_at(0),
         picked,
     )
     errors = {f"d{n}": rel_err(engine.grads[n][0], grads[n]) for n in grads}

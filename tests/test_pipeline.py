@@ -1,5 +1,5 @@
 """The real `dvc repro` on a small-step copy of the project, what lands in MLflow, the deep
-stages, and pipeline.repro's lanes."""
+stages, and the lanes of pipeline/tools/repro.py."""
 
 import csv
 import json
@@ -13,9 +13,10 @@ from conftest import DROPPED, LECTURE_SEED, ROOT, artifact_files, copy_project, 
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from actgrad.config import load_params
-from actgrad.deep import build_net, stack_jacobians
-from actgrad.model import Weights
+from actgrad.deepnet.network import build_net
+from actgrad.deepnet.probes import stack_jacobians
+from actgrad.mlp.network import Weights
+from actgrad.recipes import load_params
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
@@ -141,7 +142,7 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(rep
         assert [m.value for m in sorted(ratios, key=lambda m: m.step)] == csv_ratios
     assert set(artifact_files(client, newest.info.run_id)) == {
         "environment/packages.txt",
-        "kaiming_loss_curve_seeds.png",
+        "reports/figures/kaiming_seeds.png",
         "metrics/kaiming.json",
         "metrics/curves/kaiming.csv",
         "metrics/series/kaiming.csv",
@@ -250,7 +251,7 @@ def test_deep_stages_write_metrics_figures_and_runs_and_an_edit_reruns_only_that
 
 PLAN = """
 import json
-from pipeline.repro import plan, read_dag
+from pipeline.tools.repro import plan, read_dag
 
 print(json.dumps(plan(*read_dag(), jobs=2)))
 """
@@ -273,7 +274,7 @@ def test_pipeline_repro_runs_lanes_of_independent_stages_and_only_what_changed(
 
     params["variants"]["kaiming"]["init"]["W2"] = 0.02
     write_params(path, params)
-    out = run([sys.executable, "-m", "pipeline.repro"], path, env)
+    out = run([sys.executable, "-m", "pipeline.tools.repro"], path, env)
     assert stages_run(out.stdout) == ["report", "train@kaiming"]
     assert "up to date" in run(["dvc", "status"], path, env).stdout
     changed = run(["git", "status", "--porcelain"], path, env).stdout.split("\n")
@@ -307,11 +308,21 @@ def test_each_edit_reruns_only_the_stages_it_touches(reproduced, tmp_path):
     assert stale_after("deep", "tanh_gain_5_3", gain) == {"deep@tanh_gain_5_3", "report"}
     assert stale_after("deep_train", "steps", 50) == deeps | {"report"}
 
-    # the math, not the schema: editing an optimizer reruns what trains, not the data stages
-    with open(path / "src/actgrad/optim.py", "a") as f:
-        f.write("\n# an edit\n")
-    stale = set(json.loads(run(["dvc", "status", "--json"], path, env).stdout))
-    assert stale == trains | deeps
+    def stale_after_edit(module):
+        """What a content edit of `module` leaves out of date (DVC hashes content, not mtime)."""
+        source = path / module
+        text = source.read_text()
+        source.write_text(text + "\n# an edit\n")
+        stale = set(json.loads(run(["dvc", "status", "--json"], path, env).stdout))
+        source.write_text(text)
+        return stale
+
+    # the math, not the data: an optimizer reruns every stage that reads a recipe
+    recipes = trains | deeps | {"calibrate", "fold", "report"}
+    assert stale_after_edit("src/actgrad/pieces/optimizers.py") == recipes
+    # the MLP alone: its stages, no deep, download or split stage
+    assert stale_after_edit("src/actgrad/mlp/engine.py") == trains
+    assert stale_after_edit("src/actgrad/mlp/network.py") == trains | {"calibrate", "fold"}
 
 
 def test_a_bare_variant_shows_up_in_the_report_mlflow_and_the_overlay(reproduced, tmp_path):
@@ -322,9 +333,9 @@ def test_a_bare_variant_shows_up_in_the_report_mlflow_and_the_overlay(reproduced
         "init": {"C": 1.0, "W1": "kaiming", "b1": 0.01, "W2": 0.01, "b2": "zeros"}
     }
     write_params(path, params)
-    out = run([sys.executable, "-m", "pipeline.repro"], path, env)
+    out = run([sys.executable, "-m", "pipeline.tools.repro"], path, env)
     assert stages_run(out.stdout) == ["report", "train@mine"]
-    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
 
     report = (path / "reports/comparison.md").read_text()
     assert re.search(r"^\| mine +\| kaiming +\|", report, re.M)

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
-TRAINING_ENGINE = "src/actgrad/engine.py"
+TRAINING_ENGINE = "src/actgrad/mlp/engine.py"
 
 
 def lock_of(path):
@@ -22,7 +22,7 @@ def lock_of(path):
 
 
 # what the engine imports that the report does not
-ENGINE_IMPORTS = ("init", "instruments", "model", "optim", "pieces", "summary")
+ENGINE_IMPORTS = ("evaluate.py", "mlp/__init__.py", "mlp/network.py", "mlp/probes.py")
 
 
 # --- 1. every stage declares the code it runs -------------------------------------------------
@@ -58,25 +58,32 @@ def test_every_stage_declares_exactly_the_project_files_it_loads(reproduced):
     modules = path.parent / "modules"
     for stage, entry in lock_of(path).items():
         loaded = loaded_project_files(modules / f"{stage}.txt", [path, ROOT])
-        assert f"pipeline/{entry['cmd'].split()[2].split('.')[1]}.py" in loaded, stage
+        assert f"{entry['cmd'].split()[2].replace('.', '/')}.py" in loaded, stage
         deps = [d["path"] for d in entry["deps"]]
         assert undeclared(loaded, deps) == ([], []), stage
         assert (TRAINING_ENGINE in loaded) == stage.startswith("train@"), stage
+        # an edit of the MLP reruns no deep stage; the data stages load no math
+        mlp = any(f.startswith("src/actgrad/mlp/") for f in loaded)
+        assert mlp == stage.startswith(("train@", "calibrate", "fold")), stage
+        math = any(f.startswith(("src/actgrad/pieces/", "src/actgrad/recipes")) for f in loaded)
+        assert math != (stage in ("download", "split")), stage
 
 
 def test_the_deps_check_finds_an_import_left_undeclared(reproduced, tmp_path):
     path, env = copy_project(reproduced, tmp_path)
-    report = path / "pipeline/report.py"
+    report = path / "pipeline/stages/report.py"
     report.write_text(
         report.read_text().replace(
-            "import click\n", "import click\n\nimport actgrad.engine  # noqa: F401\n", 1
+            "from pathlib import Path\n",
+            "from pathlib import Path\n\nimport actgrad.mlp.engine  # noqa: F401\n",
+            1,
         )
     )
     modules = tmp_path / "modules"
     run(["dvc", "repro", "report"], path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
     loaded = loaded_project_files(modules / "report.txt", [path, ROOT])
     deps = [d["path"] for d in lock_of(path)["report"]["deps"]]
-    engine = [TRAINING_ENGINE, *(f"src/actgrad/{m}.py" for m in ENGINE_IMPORTS)]
+    engine = [TRAINING_ENGINE, *(f"src/actgrad/{m}" for m in ENGINE_IMPORTS)]
     assert undeclared(loaded, deps) == (sorted(engine), [])
 
 
@@ -110,7 +117,7 @@ def logging_stages(path):
 def repro(path, env):
     """What `make repro` runs; returns the stages DVC ran."""
     out = run(["dvc", "repro"], path, env)
-    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
     return sorted(re.findall(r"Running stage '(\S+)'", out.stdout))
 
 
@@ -130,7 +137,7 @@ def test_make_repro_mirrors_dvc_lock_in_mlflow_and_a_second_one_adds_nothing(rep
     commit = run(["git", "rev-parse", "HEAD~1"], path, env).stdout.strip()  # before "repro"
     for stage, (top,) in by_stage.items():
         tags = top.data.tags
-        assert tags["mlflow.source.name"] == f"pipeline/{stage.split('@')[0]}.py"
+        assert tags["mlflow.source.name"] == f"pipeline/stages/{stage.split('@')[0]}.py"
         assert tags["mlflow.source.git.commit"] == commit
         assert len(tags["dvc_lock_md5"]) == 32 and len(tags["dvc_outs"]) == 32
         datasets = {d.dataset.name: d.dataset for d in top.inputs.dataset_inputs}
@@ -195,10 +202,10 @@ def test_a_fresh_clone_lacks_the_cached_outputs_and_sync_rebuilds_every_run(repr
 
     shutil.copytree(path / ".dvc" / "cache", clone / ".dvc" / "cache")
     run(["dvc", "checkout"], clone, env)
-    ran = run([sys.executable, "-m", "pipeline.repro"], clone, env).stdout  # as make repro
+    ran = run([sys.executable, "-m", "pipeline.tools.repro"], clone, env).stdout  # as make repro
     assert "Running stage" not in ran, ran
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
-    run([sys.executable, "-m", "pipeline.sync"], clone, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], clone, env)
     runs = all_runs(env)
     by_stage, seeds = current(runs)
     assert sorted(by_stage) == stages and all(len(r) == 1 for r in by_stage.values())
@@ -237,7 +244,7 @@ def test_current_follows_the_outputs_of_the_workspace(reproduced, tmp_path):
     count = len(all_runs(env))
     run(["git", "checkout", "--", "."], path, env)
     run(["dvc", "checkout"], path, env)
-    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
     again, _ = current(all_runs(env))
     assert {s: r[0].info.run_id for s, r in again.items()} == {
         s: r[0].info.run_id for s, r in before.items()
@@ -251,7 +258,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
     path, env = copy_project(reproduced, tmp_path)
     metrics = path / "metrics/calibrate.json"
     metrics.write_text(metrics.read_text().replace("2", "3", 1))
-    out = run([sys.executable, "-m", "pipeline.sync"], path, env, check=False)
+    out = run([sys.executable, "-m", "pipeline.tracking.sync"], path, env, check=False)
     last = out.stderr.strip().splitlines()[-1]
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert re.fullmatch(
@@ -267,7 +274,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
     params["variants"]["baseline"]["init"]["W2"] = 0.5  # not what train@baseline ran with
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"}  # no run yet
-    out = run([sys.executable, "-m", "pipeline.sync"], path, env, check=False)
+    out = run([sys.executable, "-m", "pipeline.tracking.sync"], path, env, check=False)
     assert out.stderr.strip().splitlines()[-1] == (
         "Error: train@baseline: params.yaml has variants.baseline.init.W2 = 0.5, but dvc.lock "
         "ran the stage with 1.0; `dvc repro` runs it with params.yaml"
@@ -279,7 +286,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
     outs = lock["stages"]["train@baseline"]["outs"]
     outs[:] = [o for o in outs if o["path"] != "metrics/series/baseline.csv"]
     (path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
-    out = run([sys.executable, "-m", "pipeline.sync"], path, env, check=False)
+    out = run([sys.executable, "-m", "pipeline.tracking.sync"], path, env, check=False)
     assert out.stderr.strip().splitlines()[-1] == (
         "Error: train@baseline: in dvc.lock its command writes, but its outs do not list, "
         "metrics/series/baseline.csv; the stage's cmd and outs in dvc.yaml must name the same "

@@ -10,8 +10,8 @@ import yaml
 from click.testing import CliRunner
 from scipy.special import stdtr
 
-from actgrad.report import welch_p
-from pipeline import check
+from actgrad.report.tables import welch_p
+from pipeline.tools import check_lecture
 
 
 def welch_by_hand(before, after):
@@ -58,7 +58,8 @@ EXPECTED = {
 
 
 def run_check(tmp_path, metrics):
-    """`python -m pipeline.check` on a metrics folder holding `metrics` ({row: dict, or None
+    """`python -m pipeline.tools.check_lecture` on a metrics folder holding `metrics` ({row:
+    dict, or None
     for a missing file})."""
     folder = tmp_path / "metrics"
     folder.mkdir()
@@ -67,7 +68,7 @@ def run_check(tmp_path, metrics):
             (folder / f"{row}.json").write_text(json.dumps(values))
     (tmp_path / "expected.yaml").write_text(yaml.safe_dump(EXPECTED))
     args = ["--metrics", str(folder), "--expected", str(tmp_path / "expected.yaml")]
-    return CliRunner().invoke(check.main, args)
+    return CliRunner().invoke(check_lecture.main, args)
 
 
 def test_check_passes_values_within_their_tolerance_and_skips_unchecked_ones(tmp_path):
@@ -97,7 +98,7 @@ def test_the_committed_study_holds_the_lectures_numbers():
     from conftest import ROOT
 
     args = ["--metrics", str(ROOT / "metrics"), "--expected", str(ROOT / "expected.yaml")]
-    result = CliRunner().invoke(check.main, args)
+    result = CliRunner().invoke(check_lecture.main, args)
     assert result.exit_code == 0, result.output
     assert "checks within tolerance" in result.stdout
 

@@ -214,10 +214,13 @@ def test_make_ui_serves_the_project_store_on_localhost_only(tmp_path):
 
 
 def test_make_repro_mirrors_dvc_lock_in_mlflow_once_dvc_is_done():
-    repros = {"repro": "python -m pipeline.repro", "repro-all": "python -m pipeline.repro --force"}
+    repros = {
+        "repro": "python -m pipeline.tools.repro",
+        "repro-all": "python -m pipeline.tools.repro --force",
+    }
     for target, repro in repros.items():
         commands = run(["make", "-n", target], ROOT).stdout.splitlines()
-        assert commands.index("python -m pipeline.sync") == commands.index(repro) + 1
+        assert commands.index("python -m pipeline.tracking.sync") == commands.index(repro) + 1
 
 
 # --- 2. DVC plots and metrics -----------------------------------------------------------------
@@ -373,7 +376,7 @@ def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, 
 
     # an experiment brought into the workspace: its runs become the current ones
     run(["dvc", "exp", "apply", "w2-002"], path, env)
-    run([sys.executable, "-m", "pipeline.sync"], path, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
     now = {
         r.data.tags["dvc_stage"]: r
         for r in parent_runs(client)
@@ -439,7 +442,7 @@ def test_a_clone_pulls_every_output_from_a_dvc_remote_and_retrains_nothing(study
     # make sync: the teammate's own MLflow store gets every stage's runs, rebuilt from the
     # pulled outputs, and every variant's model
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'teammate.db'}"}
-    run([sys.executable, "-m", "pipeline.sync"], clone, env)
+    run([sys.executable, "-m", "pipeline.tracking.sync"], clone, env)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     tops = parent_runs(client)
     lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]

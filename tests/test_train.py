@@ -1,6 +1,5 @@
 """The engine against the lecture's own loop, and the properties its batching must keep."""
 
-import dataclasses
 import math
 
 import pytest
@@ -10,27 +9,27 @@ import yaml
 from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
-from actgrad.config import load_params
-from actgrad.engine import train
 from actgrad.errors import Diverged
-from actgrad.instruments import one_unit_loss
-from actgrad.model import init_weights, seed_losses
-from actgrad.parallel import train_seeds
+from actgrad.mlp.engine import train
+from actgrad.mlp.metrics import one_unit_loss
+from actgrad.mlp.network import init_weights, seed_losses
+from actgrad.mlp.training import train_seeds
+from actgrad.recipes import load_params
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def config(steps, seeds, **changes):
     """The study's train config for a short run: lr decays halfway, as the lecture's does."""
-    optimizer = PARAMS.train.optimizer.replace(decay_step=steps // 2)
-    cfg = dataclasses.replace(
-        PARAMS.train, steps=steps, seeds=seeds, curve_every=100, optimizer=optimizer
+    optimizer = PARAMS.train.optimizer.model_copy(update=dict(decay_step=steps // 2))
+    cfg = PARAMS.train.model_copy(
+        update=dict(steps=steps, seeds=seeds, curve_every=100, optimizer=optimizer)
     )
-    return dataclasses.replace(cfg, **changes)
+    return cfg.model_copy(update=changes)
 
 
 def variant(name, cfg):
-    return dataclasses.replace(PARAMS.variants[name], optimizer=cfg.optimizer)
+    return PARAMS.variant(name).model_copy(update=dict(optimizer=cfg.optimizer))
 
 
 def engine(X, Y, name, seeds, steps=300):
@@ -98,7 +97,7 @@ def test_the_trained_weights_give_the_lecture_loops_val_loss(splits):
     reaches with that seed."""
     (X, Y), (Xv, Yv) = splits[1]["train"], splits[1]["val"]
     weights, result = engine(X, Y, "kaiming", (LECTURE_SEED, 7), steps=500)
-    ours = seed_losses(weights, PARAMS.variants["kaiming"], Xv, Yv)
+    ours = seed_losses(weights, PARAMS.variant("kaiming"), Xv, Yv)
     for seed, loss in zip((LECTURE_SEED, 7), ours):
         _, (C, W1, W2, b2, b1), _ = lecture_loop(X, Y, RECIPES["kaiming"], 500, 250, seed=seed)
         with torch.no_grad():
@@ -110,14 +109,16 @@ def test_the_trained_weights_give_the_lecture_loops_val_loss(splits):
 def test_divergence_stops_at_the_first_bad_step_naming_seed_and_step(splits):
     X, Y = splits[1]["train"]
     cfg = config(300, (LECTURE_SEED, 5))
-    v = dataclasses.replace(PARAMS.variants["baseline"], optimizer=cfg.optimizer.replace(lr=100.0))
+    v = PARAMS.variant("baseline").model_copy(
+        update=dict(optimizer=cfg.optimizer.model_copy(update=dict(lr=100.0)))
+    )
     weights, generators = init_weights(cfg.seeds, v, 27, 3, 10, 200)
     with pytest.raises(Diverged) as e:
         train(weights, generators, X, Y, cfg, v)
     # the same run with no limit, up to that step: the first whose loss of any seed passes
     # max_loss is that one
     weights, generators = init_weights(cfg.seeds, v, 27, 3, 10, 200)
-    unlimited = dataclasses.replace(cfg, max_loss=math.inf, steps=e.value.step + 1)
+    unlimited = cfg.model_copy(update=dict(max_loss=math.inf, steps=e.value.step + 1))
     losses = train(weights, generators, X, Y, unlimited, v).losses  # (seeds, steps)
     bad = ~(losses <= cfg.max_loss)
     step = int(bad.any(0).nonzero()[0])

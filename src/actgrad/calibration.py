@@ -1,26 +1,15 @@
 """BatchNorm at inference, the lecture's last steps: its statistics measured once over the whole
 training set (calibrate), then folded into the Linear before it (fold, the exercise E02)."""
 
-import dataclasses
 import functools
 import statistics
 import time
 
 import torch
 
-from .config import piece
-from .model import Weights, batch_stats, fold_batchnorm, logits, loss
-from .summary import seed_summary
-
-
-def seed_table(per_seed, seeds):
-    """The stages' metrics of {metric: [one value per seed]}: the lecture seed's value at the
-    top, every seed's under "seeds"."""
-    metrics = {k: v[0] for k, v in per_seed.items()}
-    metrics["seeds"] = {
-        str(seed): {k: v[i] for k, v in per_seed.items()} for i, seed in enumerate(seeds)
-    }
-    return metrics
+from .mlp.network import Weights, batch_stats, fold_batchnorm, logits, loss
+from .pieces.norms import NoNorm
+from .stats import seed_table
 
 
 def calibrate(weights, variant, splits):
@@ -40,7 +29,7 @@ def calibrate(weights, variant, splits):
         per_seed["std_max_rel_diff"].append(
             ((w["std"] - stats["std"]) / stats["std"]).abs().max().item()
         )
-    metrics = seed_table(per_seed, weights.seeds) | seed_summary(per_seed)
+    metrics = seed_table(per_seed, weights.seeds)
     stacked = {k: torch.stack([c[k] for c in calibrated]) for k in ("mean", "std")}
     return metrics, stacked
 
@@ -60,7 +49,7 @@ def fold(weights, calibrated, variant, X, Y, repeats):
     """(metrics, folded Weights, seconds): every seed's BatchNorm (with its calibrated
     statistics) folded into W1 and b1, how far its logits and val loss move, and the median
     seconds of a pass over X with BatchNorm and folded."""
-    folded_variant = dataclasses.replace(variant, norm=piece("norm", "none"))
+    folded_variant = variant.model_copy(update={"norm": NoNorm()})
     per_seed = {k: [] for k in ("max_abs_logit_diff", "loss_diff", "folded_val_loss")}
     folded, seconds = [], {"batchnorm": [], "folded": []}
     for s in range(len(weights.seeds)):

@@ -9,22 +9,22 @@ its calibrated statistics) or `fold` (that model folded into W1 and b1). Each mo
 where dvc.lock says its stage wrote it, with torch.load(..., weights_only=True).
 """
 
-import dataclasses
 import functools
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import yaml
 
-from .config import ParamsError, piece
-from .data import Vocab
-from .params import read_params
+from .data.examples import Vocab
+from .errors import ParamsError
+from .params import load_yaml
+from .pieces.norms import NoNorm
+from .recipes import read_params
+from .stats import mean_sd
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Project:
         lock = self.folder / "dvc.lock"
         if not lock.is_file():
             raise click.ClickException(f"{lock}: no such file; `make repro` runs the pipeline")
-        self.stages = yaml.safe_load(lock.read_text())["stages"]
+        self.stages = load_yaml(lock.read_text())["stages"]
 
     def names(self):
         """Every model the project trains: its variants, calibrate, fold and deep configs."""
@@ -96,10 +96,10 @@ class Project:
         return self._mlp(name, trained_seed)
 
     def _mlp(self, name, trained_seed):
-        from .model import Weights, logits
+        from .mlp.network import Weights, logits
 
         params, stage = self.params, self.stage(name)
-        variant = params.variants[params.calibrate.variant if stage == name else name]
+        variant = params.variant(params.calibrate.variant if stage == name else name)
         file = {"train": "model", "calibrate": "model", "fold": "folded"}[stage.split("@")[0]]
         weights = Weights.from_state_dict(self.tensors(stage, file))
         seed = weights.seeds[0] if trained_seed is None else trained_seed
@@ -112,14 +112,14 @@ class Project:
             calibrated = self.tensors(stage, "statistics")
             stats = {k: calibrated[k][s] for k in ("mean", "std")}
         if name == "fold":
-            variant = dataclasses.replace(variant, norm=piece("norm", "none"))
+            variant = variant.model_copy(update={"norm": NoNorm()})
         model = functools.partial(logits, weights.seed_slice(s), variant=variant, stats=stats)
         return Model(model, seed, params.train.sample_seed)
 
     def _deep(self, config):
         import torch
 
-        from .deep import build_net, evaluation_logits
+        from .deepnet.network import build_net, evaluation_logits
 
         params, stage = self.params, f"deep@{config}"
         if config not in params.deep:
@@ -170,7 +170,7 @@ def main(ctx, project):
 def sample(folder, variant, count, seed, trained_seed, temperature, top_k):
     """Print names drawn from a model, one character at a time as the lecture draws them: by
     default the train stage's samples of the variant (the notebook's, for deep/<config>)."""
-    from .sample import sample_names
+    from .sampling import sample_names
 
     project = Project(folder)
     model = project.model(variant, trained_seed)
@@ -191,8 +191,8 @@ def sample(folder, variant, count, seed, trained_seed, temperature, top_k):
 def score(folder, names, variants, every):
     """Print each name's mean negative log-likelihood per character (its end counted as one
     more), its perplexity, and the rank of each model by it (1: the least surprised)."""
-    from .sample import encode
-    from .sample import score as scores_of
+    from .sampling import encode
+    from .sampling import score as scores_of
 
     project = Project(folder)
     vocab, block = project.vocab(), project.params.split.block_size
@@ -252,7 +252,7 @@ def _mean_sd(metrics, key):
     """A loss as "mean ± sd" over the seeds, the one value of a single run, or "-"."""
     values = [s[key] for s in metrics.get("seeds", {}).values() if key in s]
     if len(values) > 1:
-        return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return mean_sd(values)
     if key not in metrics:
         return "-"
     return "diverged" if metrics[key] is None else f"{metrics[key]:.4f}"

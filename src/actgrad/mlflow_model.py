@@ -20,10 +20,10 @@ import mlflow.pyfunc
 import pandas as pd
 import torch
 
-from actgrad.config import Variant, piece
-from actgrad.data import Vocab
-from actgrad.model import logits
-from actgrad.sample import sample_names, score
+from actgrad.data.examples import Vocab
+from actgrad.mlp.network import logits
+from actgrad.recipes import Variant
+from actgrad.sampling import sample_names, score
 
 # the signature comes from the stage (pipeline/models.py), not from type hints
 warnings.filterwarnings("ignore", message=".*Add type hints", category=UserWarning)
@@ -34,10 +34,7 @@ class NamesModel(mlflow.pyfunc.PythonModel):
         config = context.model_config
         if isinstance(config, str):
             config = json.loads(config)
-        variant = Variant(
-            activation=piece("activation", config["activation"]),
-            norm=piece("norm", config["norm"]),
-        )
+        variant = Variant.model_validate({k: config[k] for k in ("activation", "norm")})
         weights = torch.load(context.artifacts["weights"], weights_only=True)
         self.logits_of = functools.partial(logits, weights, variant=variant)
         self.vocab, self.block_size = Vocab(config["vocab"]), config["block_size"]

@@ -1,5 +1,7 @@
-"""Figures, written as PNG files with matplotlib's Agg backend (no display needed)."""
+"""Figures drawn with matplotlib's Agg backend (no display needed), each returned as the bytes of
+a PNG file: the stages write them with their other outputs."""
 
+import io
 import math
 import zlib
 
@@ -23,14 +25,16 @@ def variant_color(name):
     return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
 
 
-def _save(fig, path, description=None):
-    """The figure as a PNG; `description` goes into its Description text chunk."""
+def _png(fig, description=None):
+    """The figure as PNG bytes; `description` goes into its Description text chunk."""
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None, "Description": description})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None, "Description": description})
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def loss_curve_figure(curves, steps, title, path, colors=None, ylabel="log10 loss"):
+def loss_curve_figure(curves, steps, title, colors=None, ylabel="log10 loss"):
     """Overlay several curves ({label: values}) against `steps`."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for label, values in curves.items():
@@ -38,7 +42,7 @@ def loss_curve_figure(curves, steps, title, path, colors=None, ylabel="log10 los
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _png(fig)
 
 
 LINE_STYLES = ("-", "--", ":")
@@ -50,7 +54,7 @@ def line_style(index):
     return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINE_STYLES[index // 10 % 3]}
 
 
-def overlay_figure(panels, steps, title, path):
+def overlay_figure(panels, steps, title):
     """One panel a row, {panel title: {name: values}} against `steps`; every name keeps its
     own colour and dash pattern across the panels, its legend beside its panel."""
     names = [name for curves in panels.values() for name in curves]
@@ -62,10 +66,10 @@ def overlay_figure(panels, steps, title, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.suptitle(title)
-    _save(fig, path, f"{title}: {', '.join(names)}")
+    return _png(fig, f"{title}: {', '.join(names)}")
 
 
-def init_figure(z, h, inactive, activation, title, color, path):
+def init_figure(z, h, inactive, activation, title, color):
     """Histograms of the activation's input and output, and the map of inactive units (by the
     activation's rule; none for an activation that always passes a gradient), at init."""
     fig = plt.figure(figsize=(10, 6.5), dpi=100)
@@ -98,10 +102,10 @@ def init_figure(z, h, inactive, activation, title, color, path):
             ylabel="example in the batch",
         )
     fig.suptitle(title)
-    _save(fig, path)
+    return _png(fig)
 
 
-def update_ratio_figure(steps, ratios, title, path, colors=None, legend_below=False):
+def update_ratio_figure(steps, ratios, title, colors=None, legend_below=False):
     """log10 update:data ratio of each weight ({name: values}) over training, with the -3 guide.
 
     legend_below puts the legend under the axes, clear of the curves when there are many.
@@ -119,10 +123,10 @@ def update_ratio_figure(steps, ratios, title, path, colors=None, legend_below=Fa
         )
     else:
         ax.legend()
-    _save(fig, path)
+    return _png(fig)
 
 
-def bn_calibration_figure(running, calibrated, title, path):
+def bn_calibration_figure(running, calibrated, title):
     """Running vs calibrated BatchNorm mean and std, one point per neuron."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=100)
     for ax, stat in zip(axes, ("mean", "std")):
@@ -138,10 +142,10 @@ def bn_calibration_figure(running, calibrated, title, path):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    _save(fig, path)
+    return _png(fig)
 
 
-def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
+def density_panels_figure(panels, colors, title, xlabel, logy=False):
     """Histogram densities as lines, one panel a row.
 
     `panels` maps a panel title to {legend label: (bin centres, density)}, or to a note (str)
@@ -164,10 +168,10 @@ def density_panels_figure(panels, colors, title, xlabel, path, logy=False):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.suptitle(title)
-    _save(fig, path)
+    return _png(fig)
 
 
-def series_figure(panels, title, path, symlog=(), counts=()):
+def series_figure(panels, title, symlog=(), counts=()):
     """One panel a row: {panel title: (steps, {label: values})}; NaN values leave gaps. The
     panels named in `symlog` get a y axis that is logarithmic but shows zeros too, those in
     `counts` one from 0 with whole-number ticks. A panel of one curve has no legend."""
@@ -186,10 +190,10 @@ def series_figure(panels, title, path, symlog=(), counts=()):
         if len(curves) > 1:
             ax.legend(fontsize=8, ncol=4)
     fig.suptitle(title)
-    _save(fig, path)
+    return _png(fig)
 
 
-def spectrum_figure(values, title, path):
+def spectrum_figure(values, title):
     """Histograms of log10 singular values: {panel title: {label: values}}."""
     fig, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 4), dpi=100, squeeze=False)
     for ax, (panel_title, curves) in zip(axes[0], values.items()):
@@ -201,4 +205,4 @@ def spectrum_figure(values, title, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    return _png(fig)

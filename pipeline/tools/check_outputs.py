@@ -1,0 +1,316 @@
+"""`make check-outputs`: the outputs of the last repro against the committed ones.
+
+On a machine whose fingerprint (pipeline/machine.py) is the one the committed
+metrics/machine.json holds, every output must be bit-identical. On any other machine the
+numbers may differ in their last bits, so every number of metrics/ and reports/ (JSON, CSV,
+the report's text) is compared with the committed one within tolerance.yaml's tolerance, and
+everything else must be equal: the words, the file lists, the figures' presence, and dvc.lock's
+stages, commands, params and the hashes of its source files. Prints which mode
+ran, how many values it compared and the five largest deviations; exits 1 on any difference.
+
+    python -m pipeline.tools.check_outputs [--base HEAD] [--mode auto|bits|values]
+"""
+
+import csv
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from actgrad.params import load_yaml
+
+OUTPUTS = ("metrics", "reports", "dvc.lock")
+MACHINE = "metrics/machine.json"  # which machine made them: compared by the mode, not by value
+NUMBER = re.compile(r"([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)")
+
+
+@dataclass
+class Tolerance:
+    abs: float
+    rel: float
+    match: re.Pattern | None = None  # the numbers it applies to, by where they are
+
+    def allowed(self, committed, unit=0.0):
+        """How far a number may be from `committed`; `unit` is one unit of the last digit a
+        text printed, the most that rounding alone can move a printed number."""
+        return self.abs + self.rel * abs(committed) + unit
+
+
+def tolerances(spec):
+    """[Tolerance] of tolerance.yaml: its wider ones in order, the default last."""
+    wider = [Tolerance(w["abs"], w["rel"], re.compile(w["match"])) for w in spec["wider"]]
+    return [*wider, Tolerance(spec["default"]["abs"], spec["default"]["rel"])]
+
+
+@dataclass
+class Comparison:
+    tolerances: list  # the first whose match finds a number's place applies to it
+    compared: int = 0
+    deviations: list = field(default_factory=list)  # (|Δ| / allowed, |Δ|, where, ours, committed)
+    problems: list = field(default_factory=list)
+
+    def tolerance(self, where):
+        return next(t for t in self.tolerances if t.match is None or t.match.search(where))
+
+    def number(self, where, committed, ours, unit=0.0):
+        """`where` says where the number is: the file, then its key, or its line, the first
+        cell of its table row and its column."""
+        self.compared += 1
+        if _missing(committed) or _missing(ours) or math.isinf(committed) or math.isinf(ours):
+            if not (_missing(committed) and _missing(ours)) and committed != ours:
+                self.problems.append(f"{where}: {ours!r}, committed {committed!r}")
+            return
+        delta, allowed = abs(ours - committed), self.tolerance(where).allowed(committed, unit)
+        if delta:
+            self.deviations.append(
+                (delta / allowed if allowed else math.inf, delta, where, ours, committed)
+            )
+        if delta > allowed:
+            self.problems.append(f"{where}: {ours!r}, committed {committed!r} (beyond tolerance)")
+
+    def equal(self, where, committed, ours):
+        if committed != ours:
+            self.problems.append(f"{where}: {_short(ours)}, committed {_short(committed)}")
+
+
+def _missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- the kinds of files -----------------------------------------------------------------------
+
+
+def compare_json(c, where, committed, ours):
+    if _is_number(committed) and _is_number(ours):
+        c.number(where, committed, ours)
+    elif isinstance(committed, dict) and isinstance(ours, dict):
+        c.equal(f"{where} keys", sorted(committed), sorted(ours))
+        for key in committed.keys() & ours.keys():
+            compare_json(c, f"{where}.{key}", committed[key], ours[key])
+    elif isinstance(committed, list) and isinstance(ours, list) and len(committed) == len(ours):
+        for i, (a, b) in enumerate(zip(committed, ours)):
+            compare_json(c, f"{where}[{i}]", a, b)
+    elif committed is None and _is_number(ours) or ours is None and _is_number(committed):
+        c.number(where, committed, ours)
+    else:
+        c.equal(where, committed, ours)
+
+
+def as_number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def compare_csv(c, where, committed, ours):
+    old, new = list(csv.reader(io.StringIO(committed))), list(csv.reader(io.StringIO(ours)))
+    c.equal(f"{where} header", old[:1], new[:1])
+    c.equal(f"{where} rows", len(old), len(new))
+    for i, (a, b) in enumerate(zip(old[1:], new[1:]), start=2):
+        row = f"{where}:{i} {a[0]}"
+        for column, x, y in zip(old[0], a, b):
+            if as_number(x) is not None and as_number(y) is not None:
+                c.number(f"{row} {column}", as_number(x), as_number(y))
+            else:
+                c.equal(f"{row} {column}", x, y)
+
+
+def unit_of(token):
+    """One unit of the last digit printed in `token` ("2.1070": 1e-4, "1.2e-06": 1e-7)."""
+    mantissa, _, exponent = token.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    return 10.0 ** (int(exponent or 0) - decimals)
+
+
+def words(text):
+    """Text with its whitespace and markdown tables' padding collapsed."""
+    return re.sub(r"-{3,}", "---", " ".join(text.split()))
+
+
+def cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def compare_text(c, where, committed, ours):
+    """Line by line: the words equal, each number within tolerance of the committed one, after
+    the rounding of its last printed digit. A number in a markdown table is placed by its
+    row's first cell and its column, one in prose by the last `name` before it."""
+    old, new = committed.splitlines(), ours.splitlines()
+    c.equal(f"{where} lines", len(old), len(new))
+    header = []
+    for i, (a, b) in enumerate(zip(old, new), start=1):
+        if not a.startswith("|"):
+            header = []
+        elif not header:
+            header = cells(a)
+        x, y = NUMBER.split(a), NUMBER.split(b)
+        if len(x) != len(y):
+            c.equal(f"{where}:{i}", a, b)
+            continue
+        c.equal(f"{where}:{i}", [words(t) for t in x[::2]], [words(t) for t in y[::2]])
+        row = cells(a) if header and a.startswith("|") and not set(a) <= set("|:- ") else None
+        for k, (m, n) in enumerate(zip(x[1::2], y[1::2])):
+            before = "".join(x[: 2 * k + 1])
+            if row:
+                column = before.count("|") - 1
+                place = f"{where}:{i} {row[0]} | {header[min(column, len(header) - 1)]}"
+            else:  # in prose, a number is about the last `name` before it
+                names = re.findall(r"`([^`]+)`", before)
+                place = f"{where}:{i} {names[-1] if names else ''}".rstrip()
+            c.number(place, float(m), float(n), unit=unit_of(m))
+
+
+def compare_samples(c, where, committed, ours):
+    """Sampled names: equal, but where a wider tolerance applies (a chaotic variant, whose
+    model differs enough to draw other names), only as many names, each of a-z."""
+    if c.tolerance(where).match is None:
+        c.equal(where, committed, ours)
+        return
+    names = ours.splitlines()
+    c.equal(f"{where} names", len(committed.splitlines()), len(names))
+    c.equal(f"{where} letters", True, all(re.fullmatch(r"[a-z]*", n) for n in names))
+
+
+def compare_lock(c, where, committed, ours, outputs):
+    """Stages, commands and params equal; the hashes of the files no stage writes (source,
+    expected.yaml) equal; outputs, and folders of them, compared as files, not by hash."""
+    old, new = load_yaml(committed)["stages"], load_yaml(ours)["stages"]
+    c.equal(f"{where} stages", sorted(old), sorted(new))
+    for stage in old.keys() & new.keys():
+        a, b = old[stage], new[stage]
+        c.equal(f"{where} {stage} cmd", a["cmd"], b["cmd"])
+        c.equal(f"{where} {stage} params", a.get("params"), b.get("params"))
+        for kind in ("deps", "outs"):
+            paths = [[d["path"] for d in e.get(kind, [])] for e in (a, b)]
+            c.equal(f"{where} {stage} {kind}", *paths)
+        sources = {
+            d["path"]: d["md5"]
+            for d in a.get("deps", [])
+            if d["path"] not in outputs and not d["md5"].endswith(".dir")
+        }
+        for dep in b.get("deps", []):
+            if dep["path"] in sources:
+                c.equal(f"{where} {stage} {dep['path']}", sources[dep["path"]], dep["md5"])
+
+
+# --- the two modes ----------------------------------------------------------------------------
+
+
+def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def committed_text(base, path):
+    out = subprocess.run(["git", "show", f"{base}:{path}"], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def tracked_outputs(base):
+    files = git("ls-tree", "-r", "--name-only", base, "--", *OUTPUTS).split()
+    return sorted(f for f in files if f != MACHINE)
+
+
+def workspace_outputs():
+    files = git("ls-files", "--cached", "--others", "--exclude-standard", "--", *OUTPUTS).split()
+    return sorted(f for f in files if f != MACHINE and Path(f).exists())
+
+
+def compare_values(base, spec):
+    c = Comparison(tolerances(spec))
+    committed, ours = tracked_outputs(base), workspace_outputs()
+    for missing in sorted(set(committed) - set(ours)):
+        c.problems.append(f"the output files: {missing} is missing")
+    for new in sorted(set(ours) - set(committed)):
+        c.problems.append(f"the output files: {new} is new")
+    lock = load_yaml(committed_text(base, "dvc.lock") or "stages: {}")["stages"]
+    outputs = {o["path"] for entry in lock.values() for o in entry.get("outs", [])}
+    for path in sorted(set(committed) & set(ours)):
+        if path.endswith(".png"):
+            c.equal(path, True, Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
+            continue
+        old, new = committed_text(base, path), Path(path).read_text()
+        if path == "dvc.lock":
+            compare_lock(c, path, old, new, outputs)
+        elif path.endswith(".json"):
+            compare_json(c, path, json.loads(old), json.loads(new))
+        elif path.endswith(".csv"):
+            compare_csv(c, path, old, new)
+        elif path.startswith("reports/samples/"):
+            compare_samples(c, path, old, new)
+        else:
+            compare_text(c, path, old, new)
+    return c
+
+
+def same_machine(base):
+    """(this machine's fingerprint equals the committed one, the committed one)."""
+    from .machine import fingerprint
+
+    committed = committed_text(base, MACHINE)
+    committed = json.loads(committed) if committed else None
+    return committed == fingerprint(), committed
+
+
+def report(c, mode):
+    print(f"{mode}: {c.compared:,} values compared", end="")
+    c.deviations.sort(reverse=True)
+    if c.deviations:
+        print(f", {len(c.deviations):,} differ; the largest, against what the tolerance allows:")
+        for share, delta, where, ours, committed in c.deviations[:5]:
+            print(f"  {delta:.3g} ({share:.0%} of allowed)  {where}: {ours!r} vs {committed!r}")
+    else:
+        print(", all equal")
+
+
+@click.command()
+@click.option("--base", default="HEAD", show_default=True, help="the commit to compare with")
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "bits", "values"]),
+    default="auto",
+    show_default=True,
+    help="auto: bits on the machine that made the committed outputs, values elsewhere",
+)
+@click.option("--tolerance", default="tolerance.yaml", show_default=True)
+def main(base, mode, tolerance):
+    same, committed = same_machine(base)
+    if mode == "auto":
+        mode = "bits" if same else "values"
+        print(f"committed outputs made on: {committed or 'an unrecorded machine'}")
+        print(f"this machine is {'the same' if same else 'another'}: comparing {mode}")
+    if mode == "bits":
+        changed = git("status", "--porcelain", "--", *OUTPUTS, f":!{MACHINE}").splitlines()
+        files = tracked_outputs(base)
+        print(f"bit mode: {len(files)} files compared, {len(changed)} differ")
+        if changed:
+            print("\n".join(changed))
+            sys.exit(1)
+        print(f"the outputs ({' '.join(OUTPUTS)}) are the committed ones, bit for bit")
+        return
+    c = compare_values(base, load_yaml(Path(tolerance).read_text()))
+    report(c, "value mode")
+    if c.problems:
+        print(f"{len(c.problems)} differences beyond tolerance:", file=sys.stderr)
+        print("\n".join(f"  {p}" for p in c.problems[:50]), file=sys.stderr)
+        sys.exit(1)
+    print("the outputs agree with the committed ones within tolerance.yaml")
+
+
+if __name__ == "__main__":
+    main()

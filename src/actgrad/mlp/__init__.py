@@ -1,0 +1,3 @@
+"""The lecture's MLP, every seed of a variant at once: its weights (network.py), its training
+engine (engine.py) and what is read while it trains (probes.py), its metrics (metrics.py) and
+figures (figures.py)."""
