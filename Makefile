@@ -5,10 +5,11 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 HOST ?= 127.0.0.1
 PORT ?= 5000
+JUPYTER_PORT ?= 8888
 BASE ?= origin/main
 TABLE := awk '/^\|/ {p = 1; print; next} p {exit}' reports/comparison.md
 
-.PHONY: setup lock data repro repro-all sync test test-fast lint ui check check-outputs pr-comment bench clean
+.PHONY: setup lock data repro repro-all sync test test-fast lint ui check check-outputs pr-comment docs bench notebook clean
 
 setup: $(VENV)/.installed
 
@@ -50,11 +51,11 @@ sync: setup
 	python -m pipeline.tracking.sync
 
 test: setup
-	python -m pytest -n auto
+	python -m pytest -n auto --dist loadgroup
 
 # the unit tiers (pieces, config, data, report tables, instruments): no DVC project
 test-fast: setup
-	python -m pytest -n auto -m "not slow"
+	python -m pytest -n auto --dist loadgroup -m "not slow"
 
 lint: setup
 	pre-commit run --all-files
@@ -80,9 +81,25 @@ pr-comment: setup
 ui: setup
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host $(HOST) --port $(PORT)
 
+# the tour (notebooks/tour.ipynb) in JupyterLab, served from the project's root: the optional
+# extra `notebook` installed first, each package the lock pins at its version; the notebook's
+# kernel is this .venv's Python, in notebooks/
+notebook: setup $(VENV)/.notebook
+	jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(JUPYTER_PORT) \
+	  --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks/tour.ipynb
+
+$(VENV)/.notebook: pyproject.toml requirements.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[notebook]'
+	touch $@
+
+# every command whose output a docs page shows, run again and its output written into the page
+# (it reads the study's outputs and models: after make repro)
+docs: setup
+	python -m pipeline.tools.render docs docs/*.md
+
 # every bench docs/speed.md names, its output written into the page
 bench: setup
-	python bench/render.py docs/speed.md
+	python -m pipeline.tools.render bench docs/speed.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,16 +1,18 @@
-"""Wall time and memory of the whole study, against its target, then a `dvc repro` with nothing
-to do.
+"""The whole study, forced, two ways in one run: the lanes with every stage training in its own
+process (`python -m pipeline.tools.repro --force --no-cluster`, the way before Dask), then the
+lanes training on one shared LocalCluster (`make repro-all`'s way); then a `dvc repro` with
+nothing to do.
 
-Runs the forced full study once, as `make repro-all` does: `python -m pipeline.tools.repro --force`
-(independent stages at once, one process per train stage); with --plain, a plain `dvc repro -f`
-too (one stage at a time, each train stage spreading its seeds over the cores). Prints each
-one's wall time against the target of 30 s per train stage and 5 s per other stage, the peak
-resident memory of the largest single process (getrusage) and of the whole process tree at once
-(sampled every 0.1 s). Run from the project root with the pipeline's data cache seeded.
+For each way: the wall time against the target of 30 s per train stage and 5 s per other stage,
+how busy the cores were (the CPU seconds of the whole process tree over wall time × cores), and
+the peak resident memory of the process tree (sampled every 0.1 s); then the cluster's time over
+the lanes'. With --plain, a plain `dvc repro -f` too (one stage at a time). Run from the project
+root with the data cache seeded; the outputs are rewritten (with the same bits on one machine).
 
     python bench/repro.py [--plain]
 """
 
+import os
 import resource
 import subprocess
 import sys
@@ -23,11 +25,18 @@ from actgrad.params import load_yaml
 
 TRAIN_TARGET, OTHER_TARGET = 30, 5  # seconds per train stage, per other stage
 GIB = 1024**3
+REPRO = [sys.executable, "-m", "pipeline.tools.repro", "--force"]
+
+
+def cpu_seconds():
+    """User and system seconds of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_sampled(cmd):
-    """Run cmd; return (seconds, peak summed RSS of it and its descendants in bytes)."""
-    start = time.perf_counter()
+    """Run cmd; (seconds, CPU seconds of its tree, peak summed RSS of its tree in bytes)."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL)
     peak = 0
     while proc.poll() is None:
@@ -39,7 +48,7 @@ def run_sampled(cmd):
         time.sleep(0.1)
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} exited {proc.returncode}")
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, cpu_seconds() - cpu, peak
 
 
 def target():
@@ -54,24 +63,25 @@ def target():
 @click.option("--plain/--no-plain", default=False, help="also time a plain `dvc repro -f`")
 def main(plain):
     runs = {
-        "python -m pipeline.tools.repro --force": [
-            sys.executable,
-            *("-m", "pipeline.tools.repro", "-f"),
-        ]
+        "lanes, each stage in its process": REPRO + ["--no-cluster"],
+        "lanes on one LocalCluster": REPRO,
     }
     if plain:
         runs["dvc repro -f"] = ["dvc", "repro", "-f"]
     train, other, budget = target()
-    print(f"{train} train stages, {other} other stages: target {budget} s")
-    tree_peak = 0
+    cores = os.cpu_count()
+    print(f"{train} train stages, {other} other stages: target {budget} s; {cores} cores")
+    walls = {}
     for label, cmd in runs.items():
-        seconds, peak = run_sampled(cmd)
-        tree_peak = max(tree_peak, peak)
-        print(f"{label:<34} wall {seconds:6.1f} s ({seconds / budget:.0%} of the target)")
-        print(f"{'':<34} {seconds / (train + other):.1f} s per stage on average")
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(f"peak RSS: largest process {largest / GIB:.2f} GiB, all at once {tree_peak / GIB:.2f}")
-    noop, _ = run_sampled(["dvc", "repro"])
+        seconds, cpu, peak = run_sampled(cmd)
+        walls[label] = seconds
+        print(
+            f"{label:<34} wall {seconds:6.1f} s ({seconds / budget:.0%} of the target), "
+            f"cores busy {cpu / (seconds * cores):.0%}, peak RSS {peak / GIB:.2f} GiB"
+        )
+    ratio = walls["lanes on one LocalCluster"] / walls["lanes, each stage in its process"]
+    print(f"the cluster's wall time over the lanes': {ratio:.3f}x")
+    noop, _, _ = run_sampled(["dvc", "repro"])
     print(f"dvc repro (nothing to do)          wall {noop:6.1f} s")
 
 

@@ -155,6 +155,24 @@ class Png:
         return Path(path).read_bytes()
 
 
+class Ipynb:
+    """A Jupyter notebook (nbformat 4), read as its node and written as nbformat writes it
+    (sorted keys, one space of indent) with a final newline: the same node gives the same bytes.
+    nbformat is imported only by the stages that read or write one."""
+
+    @staticmethod
+    def write(path, value):
+        import nbformat
+
+        Path(path).write_text(nbformat.writes(value) + "\n")
+
+    @staticmethod
+    def read(path):
+        import nbformat
+
+        return nbformat.read(path, as_version=4)
+
+
 class Tensors:
     """A dict of plain tensors, read back with torch.load(..., weights_only=True): no pickle."""
 
@@ -200,8 +218,11 @@ def md5_of(path):
 
 
 class Outputs:
+    """A stage's outputs, staged in hidden temporary folders beside their final places."""
+
     def __init__(self):
         self.staged = {}  # final path: its temporary path
+        self.previous = {}  # final path: the file it replaced, kept until the stage ends
         self.committed = []
 
     def path(self, final):
@@ -213,34 +234,44 @@ class Outputs:
         return self.staged[final]
 
     def commit(self):
-        """Rename every staged file into place."""
+        """Rename every staged file into place, keeping each file it replaces beside it."""
         for final, tmp in self.staged.items():
-            if final.is_dir():
-                shutil.rmtree(final)
+            if final.exists():
+                self.previous[final] = tmp.with_name(f"{final.name}.previous")
+                os.replace(final, self.previous[final])
             os.replace(tmp, final)
             self.committed.append(final)
-        self._clean()
 
-    def _clean(self):
-        for tmp in self.staged.values():
-            shutil.rmtree(tmp.parent, ignore_errors=True)
-        self.staged = {}
-
-    def remove_committed(self):
+    def restore(self):
+        """Put back what the stage replaced, and remove what it added."""
         for final in self.committed:
             shutil.rmtree(final) if final.is_dir() else final.unlink(missing_ok=True)
+            if final in self.previous:
+                os.replace(self.previous[final], final)
+
+    def clean(self):
+        for tmp in self.staged.values():
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def stale_staging(paths):
+    """The staging folders that a killed stage left beside `paths` (a signal it could not
+    catch, such as the kernel's out-of-memory SIGKILL)."""
+    return [p for final in map(Path, paths) for p in final.parent.glob(f".{final.name}.*")]
 
 
 @contextmanager
 def writing():
     """Outputs to stage; committed when the block ends unless it committed them itself. On an
-    error (or Ctrl-C) nothing it staged or committed is left."""
+    error (or Ctrl-C) every file is as it was before the block: nothing staged stays, and what
+    was committed is replaced by what it replaced."""
     outputs = Outputs()
     try:
         yield outputs
-        outputs.commit()
+        if not outputs.committed:
+            outputs.commit()
     except BaseException:
-        outputs.remove_committed()
+        outputs.restore()
         raise
     finally:
-        outputs._clean()
+        outputs.clean()

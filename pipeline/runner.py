@@ -19,6 +19,7 @@ Its command names every file it reads and writes as an option named after the ro
 import functools
 import inspect
 import os
+import shutil
 import signal
 import sys
 import time
@@ -29,9 +30,12 @@ from pathlib import Path
 
 import click
 
+from actgrad import compute
 from actgrad.errors import DataError, ParamsError
+from actgrad.kernels import fingerprint
 
-from .files import md5_of, writing
+from . import machines
+from .files import md5_of, stale_staging, writing
 from .tracking.records import Made, open_runs, tag_outputs
 from .tracking.store import TrackingError, mlflow_client
 
@@ -39,14 +43,30 @@ PARAMS = "params.yaml"
 MODULES_ENV = "ACTGRAD_MODULES_DIR"  # tests: each stage lists the files it imported there
 
 
-WORKERS_ENV = "ACTGRAD_WORKERS"  # the default of --workers; pipeline/tools/repro.py sets it to 1
-WORKERS = click.Option(
-    ["--workers"],
-    type=click.IntRange(min=1),
-    default=lambda: int(os.environ.get(WORKERS_ENV, os.cpu_count())),
-    show_default=f"${WORKERS_ENV}, else one per core",
-    help="processes to spread the seeds over (the numbers do not depend on it)",
-)
+WORKERS_ENV = "ACTGRAD_WORKERS"  # the default of --workers
+SEEDS_PER_TASK_ENV = "ACTGRAD_SEEDS_PER_TASK"  # the default of --seeds-per-task
+TASK_OPTIONS = [  # of a stage whose compute trains seeds as tasks (actgrad/compute.py)
+    click.Option(
+        ["--workers"],
+        type=click.IntRange(min=1),
+        default=lambda: int(os.environ.get(WORKERS_ENV, 1)),
+        show_default=f"${WORKERS_ENV}, else 1",
+        help="single-threaded processes of a LocalCluster to train on, when no scheduler is "
+        "named (1: this process)",
+    ),
+    click.Option(
+        ["--scheduler"],
+        show_default=f"${compute.ADDRESS_ENV}",
+        help="the address of a Dask scheduler to train on",
+    ),
+    click.Option(
+        ["--seeds-per-task"],
+        type=click.IntRange(min=1),
+        default=lambda: os.environ.get(SEEDS_PER_TASK_ENV),
+        show_default=f"${SEEDS_PER_TASK_ENV}, else all of them",
+        help="seeds each task trains",
+    ),
+]
 
 
 class StageError(RuntimeError):
@@ -81,16 +101,20 @@ class Stage:
         """The stage's script, relative to the project: MLflow's Source column."""
         return os.path.relpath(inspect.getfile(self.compute))
 
+    @property
+    def trains(self):
+        """Whether compute trains seeds as tasks: it takes `tasks`."""
+        return "tasks" in inspect.signature(self.compute).parameters
+
     def command(self):
-        """The stage's click command: its key, an option for each file, and --workers for a
-        compute that trains."""
+        """The stage's click command: its key, an option for each file, and where to train
+        for a compute that trains."""
         arguments = [click.Argument([self.key])] if self.key else []
         options = [
             click.Option([f"--{role.replace('_', '-')}", role], required=True)
             for role in {**self.inputs, **self.outputs}
         ]
-        if "workers" in inspect.signature(self.compute).parameters:
-            options.append(WORKERS)
+        options += TASK_OPTIONS if self.trains else []
         return click.Command(self.name, params=arguments + options, callback=self._run)
 
     def parse(self, words):
@@ -104,37 +128,86 @@ class Stage:
 
     def _run(self, **args):
         key = args.pop(self.key) if self.key else None
-        one_line(self.run)(key, args, args.pop("workers", None))
+        where = {k: args.pop(k) for k in ("workers", "scheduler", "seeds_per_task") if k in args}
+        name = self.stage_name(key)
+        one_line(self.run, f"{name} left its outputs unchanged")(key, args, **where)
 
-    def run(self, key, paths, workers=None):
-        """Check everything, compute, write the outputs together, log the runs."""
+    def run(self, key, paths, workers=1, scheduler=None, seeds_per_task=None):
+        """Check everything, compute, write the outputs together, log the runs. A failure
+        anywhere leaves every output as it was."""
         name, started = self.stage_name(key), time.time()
         params = self.params(PARAMS)
         check_outputs_inside(paths, self.outputs)
+        for stale in stale_staging(paths[role] for role in self.outputs):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a stage that was killed
         client = exp_id = None
         if self.runs:  # an unreachable tracking server fails the stage before any work
             client, exp_id = mlflow_client()
-        values = {role: kind.read(paths[role]) for role, kind in self.inputs.items()}
-        made = Made(params, key, values, paths)
-        if self.describe:
-            log(f"{name}: {self.describe(made)}")
+        cluster = (
+            compute.tasks(workers, scheduler, seeds_per_task) if self.trains else nullcontext()
+        )
+        with cluster as tasks:  # an unreachable scheduler too
+            values = {role: kind.read(paths[role]) for role, kind in self.inputs.items()}
+            made = Made(params, key, values, paths)
+            if self.describe:
+                log(f"{name}: {self.describe(made)}")
+            self.make(made, client, exp_id, tasks)
+        record_machines(name, tasks)
+        done = f"done in {time.time() - started:.0f}s"
+        log(f"{name}: {done}{', ' + self.summary(made) if self.summary else ''}")
+
+    def make(self, made, client, exp_id, tasks):
+        """Compute; write the outputs together; log the runs, if the stage has runs."""
+        params, key, paths = made.params, made.key, made.paths
         wanted = inspect.signature(self.compute).parameters
-        given = {role: value for role, value in values.items() if role in wanted}
-        given |= {"paths": paths} if "paths" in wanted else {}
-        given |= {"workers": workers} if "workers" in wanted else {}
+        given = {role: v for role, v in made.values.items() if role in wanted}
+        given |= {"paths": paths, "tasks": tasks}
+        given = {name: value for name, value in given.items() if name in wanted}
         plan = self.runs and self.runs(params, key)
+        name = self.stage_name(key)
         opened = open_runs(client, exp_id, name, self.source, plan, made) if plan else nullcontext()
         with writing() as out, opened as runs:
             computed = self.compute(params, *([key] if self.key else []), **given)
             for role, kind in self.outputs.items():
                 kind.write(out.path(paths[role]), computed[role])
             out.commit()
-            values.update(computed)
+            made.values.update(computed)
             if runs:
                 self.log_runs(client, runs, made)
                 tag_outputs(client, runs, {paths[r]: md5_of(paths[r]) for r in self.outputs})
-        done = f"done in {time.time() - started:.0f}s"
-        log(f"{name}: {done}{', ' + self.summary(made) if self.summary else ''}")
+
+
+def record_machines(name, tasks):
+    """metrics/machine.json: this process and every worker that trained for the stage; one
+    line for each worker that is another machine than this one."""
+    here = fingerprint()
+    placements = [p for p in (tasks.placements if tasks else []) if p.fingerprint]
+    others = {p.worker: p for p in placements if p.fingerprint != here}
+    for worker, p in others.items():
+        differ = ", ".join(k for k, v in p.fingerprint.items() if here.get(k) != v)
+        log(
+            f"{name}: worker {worker} on {p.host} is another machine (its {differ}): "
+            "make check-outputs will compare these outputs by value, not by bit"
+        )
+    machines.record(
+        os.environ.get("DVC_STAGE") or name, [here] + [p.fingerprint for p in placements]
+    )
+
+
+def check_memory(section, params, needed):
+    """StageError naming the param whose part is largest, when the parts `needed` ({param:
+    bytes}, of params.yaml's `section`) would not fit in the memory this machine has free."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    if sum(needed.values()) <= 0.9 * free:
+        return
+    key = max(needed, key=needed.get)
+    raise StageError(
+        f"{section}.{key}: {getattr(params, key)} would take about {needed[key] / 2**30:.1f} GiB "
+        f"({sum(needed.values()) / 2**30:.1f} GiB in all), and {free / 2**30:.1f} GiB is free "
+        "here; lower it"
+    )
 
 
 def check_outputs_inside(paths, outputs):
@@ -152,21 +225,24 @@ def check_outputs_inside(paths, outputs):
 # --- the entry of every stage and tool --------------------------------------------------------
 
 
-def one_line(fn):
-    """`fn` with its known failures as one-line errors, and an interrupt's exit code."""
+def one_line(fn, left=None):
+    """`fn` with its known failures as one-line errors that end saying what it `left`, and an
+    interrupt's exit code."""
+    tail = f" ({left})" if left else ""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ParamsError, DataError, StageError, TrackingError) as e:
-            raise click.ClickException(str(e)) from None
+        except (ParamsError, DataError, StageError, TrackingError, compute.ClusterError) as e:
+            raise click.ClickException(f"{e}{tail}") from None
         except FileNotFoundError as e:
             raise click.ClickException(
-                f"{e.filename}: no such file; `dvc repro` runs the stages that make it"
+                f"{e.filename}: no such file; `dvc repro` runs the stages that make it{tail}"
             ) from None
         except KeyboardInterrupt as e:
-            log(interrupted_message(e.args[0] if e.args else "SIGINT"))  # a raised one has none
+            signame = e.args[0] if e.args else "SIGINT"  # one that code raised has none
+            log(f"interrupted ({signame}){'; ' + left if left else ''}")
             sys.exit(130)
 
     return wrapper
@@ -204,19 +280,6 @@ def check_interrupted():
     """Raise KeyboardInterrupt again if a signal came, in case something caught the first one."""
     if _interrupted:
         raise KeyboardInterrupt(_interrupted[0])
-
-
-def interrupted_message(signame):
-    """What an interrupt left behind, and under `dvc repro` how to get the old outputs back."""
-    message = f"interrupted ({signame}); no half-written output was left"
-    stage = os.environ.get("DVC_STAGE")
-    if stage:
-        message += (
-            f", but DVC had removed the previous outputs of {stage}: `dvc checkout {stage}` "
-            "restores the cached ones, `git checkout` the committed ones that `git status` "
-            "lists as deleted"
-        )
-    return message
 
 
 # --- what the tests and the progress bar need --------------------------------------------------

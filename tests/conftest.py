@@ -12,11 +12,12 @@ import yaml
 from filelock import FileLock
 
 import actgrad  # noqa: F401  (first: it pins the CPU kernels before torch starts)
+from actgrad.params import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = [
     *("src", "pipeline", "dvc.yaml", "params.yaml", "expected.yaml", "tolerance.yaml"),
-    *("pyproject.toml", ".dvcignore"),
+    *("pyproject.toml", ".dvcignore", "notebooks"),
 ]
 LECTURE_SEED = 2147483647
 
@@ -67,37 +68,66 @@ def run(cmd, cwd, env=None, check=True, **kwargs):
 
 # the study, less what no test needs: every kind of stage and piece the tests exercise stays
 DROPPED = {
-    "variants": ["softmax_fix", "tanh_fix", "xavier", "relu_kaiming", "relu_high_lr", "layernorm"],
+    "variants": [
+        *("softmax_fix", "tanh_fix", "xavier", "relu_kaiming", "relu_high_lr", "layernorm"),
+        *("kaiming_fan_out", "torch_linear", "batchnorm_b1", "batchnorm_momentum_0_1"),
+        *("leaky_relu_dead", "elu_dead", "constant_embedding"),
+    ],
     "deep": [
         *("tanh_gain_1", "tanh_gain_0_5", "tanh_gain_3", "tanh_gain_3_lars", "linear_gain_1"),
-        *("relu_gain_sqrt2", "notebook"),
+        *("relu_gain_sqrt2", "notebook", "linear_gain_5_3_momentum", "tanh_gain_3_momentum"),
+        *("tanh_lr_0_001", "tanh_no_fan_in", "batchnorm_gain_0_2", "batchnorm_gain_5"),
+        *("batchnorm_no_fan_in", "batchnorm_no_fan_in_lr_1"),
     ],
 }
 
 
 def small_params(path, steps=300, seeds=(LECTURE_SEED, 1), **overrides):
-    """Rewrite params.yaml in `path` for a quick run of most of the study."""
+    """Rewrite params.yaml in `path` for a quick run of most of the study: fewer steps, seeds,
+    variants and deep configs, and the report's lessons left out where they lost a name."""
     params = yaml.safe_load((path / "params.yaml").read_text())
     for section, names in DROPPED.items():
         for name in names:
             params[section].pop(name, None)
     report = params["report"]
-    report["lecture"] = [v for v in report["lecture"] if v in params["variants"]]
-    for compare, section in (("compare", "variants"), ("deep_compare", "deep")):
-        report[compare] = {
-            name: other
-            for name, other in report[compare].items()
-            if name in params[section] and other in params[section]
-        }
+    for field, value in report.items():
+        recipes = params["deep" if "deep" in field else "variants"]
+        if isinstance(value, dict):
+            report[field] = {
+                name: others
+                for name, others in value.items()
+                if name in recipes and all(o in recipes for o in _listed(others))
+            }
+        elif isinstance(value, list) and not all(n in recipes for n in value):
+            report[field] = [n for n in value if n in recipes] if field == "lecture" else []
     params["train"].update(steps=steps, curve_every=100, units_every=100, seeds=list(seeds))
     params["train"]["optimizer"]["decay_step"] = steps // 2
     for variant in params["variants"].values():
         if "optimizer" in variant:
             variant["optimizer"]["decay_step"] = steps // 2
-    params["deep_train"]["steps"] = 100
+        if "steps" in variant:
+            variant["steps"] = steps // 2
+    params["deep_train"].update(steps=100, seeds=list(seeds))
+    params["demos"]["softmax_regression"]["steps"] = 200
+    params["tour"]["steps"] = steps  # the miniature: the whole of the small run
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         params[section][name] = value
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def set_param(path, key, value):
+    """Set a dotted key ("train.steps", "variants.kaiming.init.W3", "trian") in params.yaml."""
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    *parents, name = key.split(".")
+    section = params
+    for parent in parents:
+        section = section[parent]
+    section[name] = value
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -160,9 +190,9 @@ def reproduced(tmp_path_factory):
     committed.
 
     Tests change copies of it (copy_project), never it. Next to it: `repro.out`, what the
-    lanes of `dvc repro` printed, and `modules`, where each stage listed the files it imported
-    (tests/test_records.py checks them against dvc.yaml). The test processes that pytest-xdist
-    runs share it: the first builds it, the others wait for it.
+    lanes of `dvc repro` printed (their logs), and `modules`, where each stage listed the files
+    it imported (tests/test_records.py checks them against dvc.yaml). The test processes that
+    pytest-xdist runs share it: the first builds it, the others wait for it.
     """
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is in the session's
@@ -174,8 +204,9 @@ def reproduced(tmp_path_factory):
             path, env = make_project(shared)
             modules = path.parent / "modules"
             repro = [sys.executable, "-m", "pipeline.tools.repro"]
-            out = run(repro, path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
-            (path.parent / "repro.out").write_text(out.stdout)
+            run(repro, path, {**env, "ACTGRAD_MODULES_DIR": str(modules)})
+            logs = sorted((path / ".dvc/tmp/repro").glob("*.log"))  # what DVC printed, lanes
+            (path.parent / "repro.out").write_text("".join(log.read_text() for log in logs))
             run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
             commit(path, "repro")
             (shared / "built").touch()
@@ -184,7 +215,7 @@ def reproduced(tmp_path_factory):
 
 def stage_argv(path, stage):
     """The command dvc.lock holds for `stage` ("train@kaiming"), as this Python runs it."""
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    lock = load_yaml((path / "dvc.lock").read_text())["stages"]
     words = shlex.split(lock[stage]["cmd"])
     return [sys.executable, *words[1:]]
 

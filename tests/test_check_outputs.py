@@ -32,10 +32,12 @@ def perturb(path, file, key, delta):
 
 
 def as_if_made_elsewhere(path, env):
-    """Commit a machine fingerprint that is not this machine's."""
+    """Commit machine fingerprints that are not this machine's."""
     machine = path / "metrics/machine.json"
-    fingerprint = json.loads(machine.read_text()) | {"cpu": "another CPU"}
-    machine.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    recorded = json.loads(machine.read_text())
+    for fingerprint in recorded["machines"].values():
+        fingerprint["cpu"] = "another CPU"
+    machine.write_text(json.dumps(recorded, indent=2) + "\n")
     commit(path, "made elsewhere")
 
 

@@ -2,7 +2,9 @@
 in MLflow (logged on each train run, registered, loaded by a models:/ URI in a fresh process)."""
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +135,7 @@ def test_a_missing_model_says_what_to_run(study):
     assert unknown.startswith("Error: nope: no such model; choose one of baseline, ")
 
 
-def test_every_variants_model_is_in_mlflow_registered_and_loadable_offline(study, tmp_path):
+def test_every_model_is_in_mlflow_registered_and_loadable_offline(study, tmp_path):
     path, env = study
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("actgrad")
@@ -150,12 +152,15 @@ def test_every_variants_model_is_in_mlflow_registered_and_loadable_offline(study
         ).stdout
     )
     models = client.search_logged_models([exp.experiment_id])
-    assert {m.tags["variant"] for m in models} == set(params_variants)
+    mlps = [m for m in models if "variant" in m.tags]
+    assert {m.tags["variant"] for m in mlps} == set(params_variants)
     for model in models:
         linked = {m.key: m for m in model.metrics}
         assert linked["val_loss"].dataset_name == "split"
         run_ = client.get_run(model.source_run_id)
-        assert run_.data.tags["dvc_stage"] == f"train@{model.tags['variant']}"
+        stage = ("train@" + model.tags["variant"]) if model in mlps else None
+        stage = stage or "deep@" + model.tags["deep_config"]
+        assert run_.data.tags["dvc_stage"] == stage
         assert linked["val_loss"].value == run_.data.metrics["val_loss"]
     versions = client.search_model_versions("name = 'actgrad-mlp'")
     assert sorted(v.tags["variant"] for v in versions) == sorted(params_variants)
@@ -179,6 +184,39 @@ def test_every_variants_model_is_in_mlflow_registered_and_loadable_offline(study
         assert row["nll_per_char"] == pytest.approx(ours[row["name"], champion][0], abs=1e-4)
     assert sampled.split() == actgrad(path, env, "sample", champion, "-n", "4").stdout.split()
 
+    # every deep config that trained is a version of actgrad-deep, and scores as `actgrad` does
+    deep = {v.tags["deep_config"]: v for v in client.search_model_versions("name = 'actgrad-deep'")}
+    trained = [
+        c
+        for c in json.loads(
+            run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import json, yaml; print(json.dumps(list(yaml.safe_load("
+                    "open('params.yaml'))['deep'])))",
+                ],
+                path,
+                env,
+            ).stdout
+        )
+        if not json.loads((path / f"metrics/deep/{c}.json").read_text())["diverged_at_step"]
+    ]
+    assert sorted(deep) == sorted(trained) and "linear_gain_5_3" not in deep
+    load = (
+        "import json, sys, mlflow.pyfunc, pandas as pd\n"
+        "for uri in sys.argv[1:]:\n"
+        "    m = mlflow.pyfunc.load_model(uri)\n"
+        "    print(json.dumps(list(m.predict(pd.DataFrame({'name': ['emma']}))['nll_per_char'])))\n"
+    )
+    uris = [f"models:/actgrad-deep/{deep[c].version}" for c in trained]
+    loaded = run([sys.executable, "-c", load, *uris], tmp_path, env).stdout.splitlines()[
+        -len(trained) :
+    ]
+    ours = score_table(actgrad(path, env, "score", "emma", "--all").stdout)
+    for config, line in zip(trained, loaded):
+        assert json.loads(line)[0] == pytest.approx(ours["emma", f"deep/{config}"][0], abs=1e-4)
+
     names = tmp_path / "names.csv"
     names.write_text("name\nemma\nandrej\n")
     predict = [
@@ -198,3 +236,62 @@ def test_every_variants_model_is_in_mlflow_registered_and_loadable_offline(study
     assert out.returncode == 0, out.stderr
     predictions = json.loads(out.stdout.strip().splitlines()[-1])["predictions"]
     assert [p["name"] for p in predictions] == ["emma", "andrej"]
+
+
+def test_a_served_model_says_which_input_is_bad_and_ignores_unknown_params(study):
+    """`mlflow models serve` of the champion, over HTTP: a name outside a-z or a negative
+    sample count is a 400 whose message gives the reason after MLflow's own "Error:"; a param
+    the signature does not name never reaches the model (MLflow drops it with a warning)."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    path, env = study
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-p", str(port)]
+    serve += ["-m", "models:/actgrad-mlp@champion", "--env-manager", "local"]
+    server = subprocess.Popen(
+        serve, cwd=path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+    def post(body):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping")
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "no server"
+                time.sleep(0.5)
+        names = {"dataframe_split": {"columns": ["name"], "data": [["emma"], ["Zoe"]]}}
+        status, answer = post(names)
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert answer["message"].endswith(
+            "\nError: name: 'Zoe' has 'Z', which is not in the vocabulary "
+            "(abcdefghijklmnopqrstuvwxyz)"
+        )
+        emma = {"dataframe_split": {"columns": ["name"], "data": [["emma"]]}}
+        status, answer = post(emma | {"params": {"sample": -1}})
+        assert status == 400
+        assert answer["message"].endswith("\nError: params.sample: must be an integer >= 0, got -1")
+        status, answer = post(emma | {"params": {"sampel": 3}})
+        assert status == 200 and [p["name"] for p in answer["predictions"]] == ["emma"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn workers it starts
+        log = server.communicate(timeout=30)[1]
+    assert "Unrecognized params ['sampel'] are ignored" in log

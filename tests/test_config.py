@@ -89,21 +89,14 @@ BAD_PARAMS = [  # (key, value, the stage that reads it, the message): more than 
         "variants.kaiming.init.W1",
         {"kaiming": {"gian": 1}},
         "train",
-        "variants.kaiming.init.W1.kaiming.gian: unknown key; allowed keys are gain",
+        "variants.kaiming.init.W1.kaiming.gian: unknown key; allowed keys are gain, mode",
     ),
     (
         "variants.kaiming.init.W1",
         "he",
         "train",
         "variants.kaiming.init.W1: unknown init scheme 'he'; choose one of randn, kaiming, "
-        "xavier, zeros, constant",
-    ),
-    (
-        "variants.batchnorm.init.b1",
-        0.01,
-        "calibrate",
-        "variants.batchnorm.init.b1: a batchnorm variant has no b1 (the norm's bias replaces "
-        "it); remove it",
+        "xavier, torch_linear, zeros, constant",
     ),
     (
         "variants.kaiming.activation",
@@ -117,7 +110,7 @@ BAD_PARAMS = [  # (key, value, the stage that reads it, the message): more than 
         {"steps": 300},
         "train",
         "trian: unknown key; allowed keys are data, split, train, variants, calibrate, fold, "
-        "deep, deep_train, report",
+        "deep, deep_train, demos, tour, report",
     ),
     ("split.block_size", 0, "split", "split.block_size: must be an integer >= 1, got 0"),
     ("data.sha256", "abc", "download", "data.sha256: expected 64 lowercase hex digits, got 'abc'"),
@@ -149,6 +142,6 @@ def test_a_bad_param_is_one_error_naming_it(key, value, stage, message):
 
 def test_the_studys_own_params_are_valid():
     params = load_params(PARAMS)
-    assert len(params.variants) == 13 and len(params.deep) == 11
+    assert len(params.variants) == 21 and len(params.deep) == 19
     assert params.variants["adam"].optimizer.name == "adam"
     assert params.variant("kaiming").optimizer == params.train.optimizer  # its default

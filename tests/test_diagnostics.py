@@ -71,7 +71,7 @@ def test_dead_units_on_the_training_split_match_a_brute_force_count(splits):
         variant = PARAMS.variant(name)
         weights, _ = init_weights((LECTURE_SEED, 1), variant, 27, 3, 10, 200)
         weights.params["b1"][:, :, killed] = -1e3 if name == "relu_kaiming" else 1e3
-        dead, _ = unit_counts(weights, variant, torch.unique(X, dim=0))
+        dead = unit_counts(weights, variant, torch.unique(X, dim=0))[0]
         for s in range(2):
             w = weights.seed_slice(s)
             a = w["C"][X].view(len(X), -1) @ w["W1"] + w["b1"]
@@ -92,6 +92,12 @@ def test_distinct_units_count_copies_as_one(splits):
     zero = PARAMS.variant("zero_init")
     weights, _ = init_weights((LECTURE_SEED,), zero, 27, 3, 10, 200)
     assert unit_counts(weights, zero, contexts)[1].tolist() == [1]
+    # a constant C and W1: one embedding dimension and one W1 row, until training splits them
+    constant = PARAMS.variant("constant_embedding")
+    weights, _ = init_weights((LECTURE_SEED,), constant, 27, 3, 10, 200)
+    assert [c.tolist() for c in unit_counts(weights, constant, contexts)[3:]] == [[1], [1]]
+    weights, _ = init_weights((LECTURE_SEED,), zero, 27, 3, 10, 200)  # C drawn, W1 zeros
+    assert [c.tolist() for c in unit_counts(weights, zero, contexts)[3:]] == [[10], [1]]
 
 
 def test_update_ratio_is_measured_from_the_real_update(splits):

@@ -24,10 +24,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import LECTURE_SEED, ROOT, copy_project, names_file, run, small_params, stage_argv
+from conftest import (
+    LECTURE_SEED,
+    ROOT,
+    copy_project,
+    names_file,
+    run,
+    set_param,
+    small_params,
+    stage_argv,
+)
 from mlflow.tracking import MlflowClient
 
 from actgrad.mlp.network import Weights
+from actgrad.params import load_yaml
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
@@ -40,22 +50,11 @@ def copy(reproduced, tmp_path):
     return copy_project(reproduced, tmp_path)
 
 
-def set_param(path, key, value):
-    """Set a dotted key ("train.steps", "variants.kaiming.init.W3", "trian") in params.yaml."""
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    *parents, name = key.split(".")
-    section = params
-    for parent in parents:
-        section = section[parent]
-    section[name] = value
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def outputs(stage, path, key=None):
     """What dvc.lock says `stage` writes, its paths resolved; for a foreach stage, that of
     `key` (by default the one KEYS names)."""
     key = key or KEYS.get(stage)
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    lock = load_yaml((path / "dvc.lock").read_text())["stages"]
     return [o["path"] for o in lock[f"{stage}@{key}" if key else stage]["outs"]]
 
 
@@ -232,6 +231,7 @@ def interrupted_repro(signum):
 
 
 def _interrupted_repro(signum, path, env, tmp_path):
+    model = (path / "models/kaiming.pt").read_bytes()
     small_params(path, steps=200_000)
     runs_of(env)  # create the MLflow store now, not while the stage creates it too
     repro = subprocess.Popen(
@@ -261,24 +261,21 @@ def _interrupted_repro(signum, path, env, tmp_path):
     else:  # DVC ends at once, of the signal, as a shell reports it
         code = 128 - repro.returncode
 
-    assert not (path / "models/kaiming.pt").exists()
-    run(["dvc", "checkout", "train@kaiming"], path, env)
-    status = run(["git", "status", "--porcelain"], path, env).stdout.splitlines()
-    deleted = [x[3:] for x in status if x.startswith(" D ")]
-    assert "metrics/kaiming.json" in deleted
-    run(["git", "checkout", "--", *deleted, "params.yaml"], path, env)
-    assert "up to date" in run(["dvc", "status", "train@kaiming"], path, env).stdout
+    # DVC left the outputs in place (persist), and the stage did not replace them
+    assert (path / "models/kaiming.pt").read_bytes() == model
+    assert run(["git", "status", "--porcelain", "--", "metrics", "reports"], path, env).stdout == ""
     return line, code, {}
 
 
 def worker_diverges(path, env, tmp_path):
     """Seed 3's first batch loss is 28.4, the lecture seed's 27.9: a max_loss between them makes
-    only seed 3, trained in the worker process, diverge."""
+    only seed 3, trained in its own task on a LocalCluster, diverge."""
     set_param(path, "train.seeds", [LECTURE_SEED, 3])
     set_param(path, "train.max_loss", 28.0)
     remove_outputs("train", path, "baseline")
-    out = run([*stage_argv(path, "train@baseline"), "--workers", "2"], path, env, check=False)
-    assert "2 processes" in out.stderr
+    argv = [*stage_argv(path, "train@baseline"), "--workers", "2", "--seeds-per-task", "1"]
+    out = run(argv, path, env, check=False)
+    assert "(2 workers" in out.stderr
     assert_no_outputs("train", path, key="baseline")
     return failed(out)
 
@@ -320,7 +317,7 @@ FAILURE_CASES = {  # the first cell of each row of the README's table: how to ma
     "`kill` (SIGTERM) of `dvc repro` and its stage, as a job scheduler ends them": (
         interrupted_repro(signal.SIGTERM)
     ),
-    "a worker process diverges (a seed trained beside the lecture seed's)": worker_diverges,
+    "a seed trained as a task of its own diverges (`--seeds-per-task 1`)": worker_diverges,
     "`MLFLOW_TRACKING_URI` is a sqlite file in a folder that does not exist": missing_store_folder,
     "the MLflow server in `MLFLOW_TRACKING_URI` is down": server_down,
 }
@@ -357,20 +354,26 @@ def test_a_params_file_that_is_not_plain_yaml_is_refused(copy, text, message):
     path, env = copy
     (path / "params.yaml").write_text(text)
     out = run_stage("split", path, env)
-    assert error_line(out) == f"Error: {message}"
+    assert error_line(out) == f"Error: {message} (split left its outputs unchanged)"
     assert not (path / "pwned").exists()
     assert_no_outputs("split", path)
 
 
 def test_dvc_repro_stops_on_a_bad_param_and_reruns_once_it_is_fixed(copy):
+    """DVC runs the stage, whose outputs persist: it fails before it writes any, so the previous
+    ones stay; fixed, it runs again."""
     path, env = copy
+    before = {out: (path / out).read_bytes() for out in outputs("train", path)}
     set_param(path, "variants.kaiming.init.W2", {"constant": "tiny"})
     out = run(["dvc", "repro", "train@kaiming"], path, env, check=False)
     assert out.returncode != 0
     output = out.stdout + out.stderr
-    assert "Error: variants.kaiming.init.W2.constant: expected a number, got 'tiny'" in output
+    assert (
+        "Error: variants.kaiming.init.W2.constant: expected a number, got 'tiny' "
+        "(train@kaiming left its outputs unchanged)" in output
+    )
     assert "Traceback" not in output
-    assert_no_outputs("train", path)
+    assert {out: (path / out).read_bytes() for out in outputs("train", path)} == before
 
     set_param(path, "variants.kaiming.init.W2", 0.02)
     out = run(["dvc", "repro", "train@kaiming"], path, env)
@@ -387,7 +390,8 @@ def test_a_byte_that_is_not_utf8_stops_the_split_naming_file_and_line(copy):
     (path / "data/raw/names.txt").write_bytes(b"anna\nb\xffb\n")
     out = run_stage("split", path, env)
     assert error_line(out) == (
-        "Error: data/raw/names.txt line 2: 'b\ufffdb' has '\ufffd'; names may hold only a-z"
+        "Error: data/raw/names.txt line 2: 'b\ufffdb' has '\ufffd'; names may hold only a-z "
+        "(split left its outputs unchanged)"
     )
     assert_no_outputs("split", path)
 
@@ -407,7 +411,8 @@ def test_divergence_fails_the_stage_and_its_runs_naming_seed_step_and_lr(copy, v
     out = run_stage("train", path, env, key=variant)
     assert re.fullmatch(
         rf"Error: train@{variant}: seed {LECTURE_SEED} diverged at step \d+ \(loss \S+\); "
-        rf"lower {re.escape(lr)} or raise train.max_loss",
+        rf"lower {re.escape(lr)} or raise train.max_loss \(train@{variant} left its outputs "
+        r"unchanged\)",
         error_line(out),
     )
     assert_no_outputs("train", path, key=variant)
@@ -423,7 +428,7 @@ def test_a_fold_that_does_not_match_fails_naming_the_seed_and_the_error(copy):
     line = error_line(run_stage("fold", path, env))
     assert re.fullmatch(
         rf"Error: fold: seed {LECTURE_SEED}: the folded model is off by (\S+) in a logit and "
-        r"\S+ in the val loss, beyond fold.tolerance 1e-12",
+        r"\S+ in the val loss, beyond fold.tolerance 1e-12 \(fold left its outputs unchanged\)",
         line,
     ), line
     assert 1e-12 < float(re.search(r"off by (\S+)", line).group(1)) <= 1e-4
@@ -457,15 +462,12 @@ def alive(pid):
     return stat.rsplit(")", 1)[1].split()[0] not in "ZX"
 
 
-def is_ready_worker(pid):
-    """Whether `pid` is a pool worker that is up: it has set SIGINT to be ignored."""
+def is_worker(pid):
+    """Whether `pid` is a worker process of a LocalCluster (spawned by multiprocessing)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        status = Path(f"/proc/{pid}/status").read_text()
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    mask = int(re.search(r"SigIgn:\s*(\w+)", status).group(1), 16)
-    return b"spawn_main" in cmdline and bool(mask & (1 << (signal.SIGINT - 1)))
 
 
 def wait_for(condition, what, timeout=90):
@@ -485,7 +487,7 @@ def test_an_interrupted_stage_kills_its_runs_and_workers_and_leaves_nothing(copy
     remove_outputs("train", path)
     runs_of(env)  # create the MLflow store now, not while the stage creates it too
     stage = subprocess.Popen(
-        [*stage_argv(path, "train@kaiming"), "--workers", "2"],
+        [*stage_argv(path, "train@kaiming"), "--workers", "2", "--seeds-per-task", "1"],
         cwd=path,
         env=env,
         stdout=subprocess.PIPE,
@@ -497,11 +499,11 @@ def test_an_interrupted_stage_kills_its_runs_and_workers_and_leaves_nothing(copy
 
         def training():
             assert stage.poll() is None, f"the stage ended early: {stage.communicate()[1]}"
-            workers = [p for p in descendants(stage.pid) if is_ready_worker(p)]
+            workers = [p for p in descendants(stage.pid) if is_worker(p)]
             running = [r for r in runs_of(env) if r.info.status == "RUNNING"]
-            return len(running) == 3 and workers
+            return len(running) == 3 and len(workers) == 2
 
-        wait_for(training, "the runs and the worker process")
+        wait_for(training, "the runs and the worker processes")
         children = descendants(stage.pid)
         if ctrl_c:
             os.killpg(stage.pid, signum)
@@ -515,7 +517,7 @@ def test_an_interrupted_stage_kills_its_runs_and_workers_and_leaves_nothing(copy
     assert stage.returncode == 130
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.endswith(f"interrupted ({signum.name}); no half-written output was left")
+    assert last.endswith(f"interrupted ({signum.name}); train@kaiming left its outputs unchanged")
     wait_for(lambda: not any(alive(p) for p in children), "the workers to end", timeout=10)
     assert_no_outputs("train", path)
     assert sorted(r.info.status for r in runs_of(env)) == ["KILLED"] * 3
@@ -539,7 +541,7 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(copy):
     out = run_stage("train", path, {**env, "MLFLOW_TRACKING_URI": uri})
     assert time.time() - started <= 10
     assert error_line(out).startswith(f"Error: MLflow tracking server {uri} is unreachable (")
-    assert "train@kaiming" not in out.stderr  # stopped before loading data or training
+    assert "seeds x" not in out.stderr  # stopped before loading data or training
     assert_no_outputs("train", path)
 
 
@@ -618,7 +620,7 @@ def test_a_stage_killed_while_writing_leaves_the_old_output_whole(tmp_path):
     assert writer.stdout.readline() == "writing\n"
     writer.terminate()
     _, stderr = writer.communicate(timeout=30)
-    assert writer.returncode == 130 and "no half-written output was left" in stderr
+    assert writer.returncode == 130 and "interrupted (SIGTERM)" in stderr
     assert target.read_text() == "the old output"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
@@ -657,13 +659,13 @@ def test_a_stage_that_fails_after_putting_outputs_in_place_takes_them_back(tmp_p
 
 
 def lock_hashes(path):
-    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    lock = load_yaml((path / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage["outs"]}
 
 
 def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_files(copy, tmp_path):
     """Every kind of stage again: the split, two train stages with their seeds spread over two
-    processes where the project trained them in one, calibrate, fold, two deep stages
+    worker processes where the project trained them in one task, calibrate, fold, two deep stages
     (BatchNorm, LARS) and the report; the same bytes. And every file the stages' processes
     open for writing (Python's audit hook sees each open, through any module or alias) under
     the output folders is a hidden staging file, which only the rename at the end of the stage
@@ -678,7 +680,8 @@ def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_file
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(WRITES_HOOK)
     writes = tmp_path / "writes.log"
-    env = {**env, "ACTGRAD_WORKERS": "2", "PYTHONPATH": str(hooks), "ACTGRAD_WRITES": str(writes)}
+    env = {**env, "ACTGRAD_WORKERS": "2", "ACTGRAD_SEEDS_PER_TASK": "1"}
+    env |= {"PYTHONPATH": str(hooks), "ACTGRAD_WRITES": str(writes)}
     # constant init too: its weights' entries are all equal, where a reduction over a batch of
     # seeds would round differently than over one seed
     trains = ["train@kaiming", "train@constant_init"]
@@ -686,8 +689,10 @@ def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_file
     stages = ["split", *trains, "calibrate", "fold", *deeps, "report"]
     out = run(["dvc", "repro", "-f", "-s", *stages], path, env)
     assert sorted(re.findall(r"Running stage '(\S+)'", out.stdout)) == sorted(stages)
-    for stage in trains:
-        assert f"{stage}: 2 seeds x 300 steps, 2 processes" in out.stderr
+    for stage in trains:  # each seed a task of its own on a LocalCluster of two workers
+        assert re.search(
+            rf"{stage}: 2 seeds x 300 steps on the Dask cluster .*\(2 workers", out.stderr
+        )
     assert lock_hashes(path) == first
 
     written = [line.split("\t") for line in writes.read_text().splitlines()]

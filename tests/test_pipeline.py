@@ -16,6 +16,7 @@ from PIL import Image
 from actgrad.deepnet.network import build_net
 from actgrad.deepnet.probes import stack_jacobians
 from actgrad.mlp.network import Weights
+from actgrad.params import load_yaml
 from actgrad.recipes import load_params
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
@@ -50,7 +51,7 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(rep
     assert len(variants) == len(full["variants"]) - len(DROPPED["variants"]) > 5
     assert len(deep) == len(full["deep"]) - len(DROPPED["deep"]) >= 4
     assert stages_run(first) == sorted(
-        ["download", "split", "calibrate", "fold", "report"]
+        ["download", "split", "calibrate", "fold", "demos", "report", "tour"]
         + [f"train@{v}" for v in variants]
         + [f"deep@{c}" for c in deep]
     )
@@ -98,8 +99,9 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(rep
     params["variants"]["kaiming"]["init"]["W2"] = 0.02
     write_params(path, params)
     status = run(["dvc", "status", "--json"], path, env).stdout
-    assert sorted(json.loads(status)) == ["report", "train@kaiming"]
-    assert stages_run(run(["dvc", "repro"], path, env).stdout) == ["report", "train@kaiming"]
+    assert sorted(json.loads(status)) == ["report", "tour", "train@kaiming"]
+    after = ["report", "tour", "train@kaiming"]
+    assert stages_run(run(["dvc", "repro"], path, env).stdout) == after
 
     # MLflow: a run per variant with its seeds nested under it, calibrate, fold and the reports
     client, exp_id = client_of(env)
@@ -110,7 +112,8 @@ def test_repro_then_a_one_variant_edit_reruns_only_that_stage_and_the_report(rep
         if "mlflow.parentRunId" not in r.data.tags and not r.info.run_name.startswith("deep ")
     ]
     names = sorted(r.info.run_name for r in parents)
-    assert names == sorted(variants + ["kaiming", "calibrate", "fold", "report", "report"])
+    stages = ["calibrate", "fold", "demos", "report", "tour"]
+    assert names == sorted(variants + stages + ["kaiming", "report", "tour"])  # and the reruns
     kaiming = [r for r in parents if r.info.run_name == "kaiming"]
     assert {r.data.params["variant.init.W2"] for r in kaiming} == {"randn x 0.01", "randn x 0.02"}
     newest = max(kaiming, key=lambda r: r.info.start_time)
@@ -228,8 +231,9 @@ def test_deep_stages_write_metrics_figures_and_runs_and_an_edit_reruns_only_that
     params["deep"]["tanh_gain_5_3"]["gain"] = 3.0
     write_params(path, params)
     status = json.loads(run(["dvc", "status", "--json"], path, env).stdout)
-    assert sorted(status) == ["deep@tanh_gain_5_3", "report"]
-    assert stages_run(run(["dvc", "repro"], path, env).stdout) == ["deep@tanh_gain_5_3", "report"]
+    assert sorted(status) == ["deep@tanh_gain_5_3", "report", "tour"]
+    after = ["deep@tanh_gain_5_3", "report", "tour"]
+    assert stages_run(run(["dvc", "repro"], path, env).stdout) == after
     edited = json.loads((path / "metrics/deep/tanh_gain_5_3.json").read_text())
     assert edited["init_loss"] != tanh["init_loss"]
     (newest,) = client.search_runs(
@@ -263,9 +267,9 @@ def test_pipeline_repro_runs_lanes_of_independent_stages_and_only_what_changed(
     path, env = copy_project(reproduced, tmp_path)
     params = read_params(path)
     shared, lanes, joins = json.loads(run([sys.executable, "-c", PLAN], path, env).stdout)
-    assert shared == ["download", "split"] and joins == ["report"] and len(lanes) == 2
+    assert shared == ["download", "split"] and joins == ["report", "tour"] and len(lanes) == 2
     planned = shared + [s for lane in lanes for s in lane] + joins
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    lock = load_yaml((path / "dvc.lock").read_text())["stages"]
     assert sorted(planned) == sorted(lock)  # every stage once
     calibrated = params["calibrate"]["variant"]
     (lane,) = [lane for lane in lanes if f"train@{calibrated}" in lane]
@@ -275,7 +279,7 @@ def test_pipeline_repro_runs_lanes_of_independent_stages_and_only_what_changed(
     params["variants"]["kaiming"]["init"]["W2"] = 0.02
     write_params(path, params)
     out = run([sys.executable, "-m", "pipeline.tools.repro"], path, env)
-    assert stages_run(out.stdout) == ["report", "train@kaiming"]
+    assert stages_run(out.stdout) == ["report", "tour", "train@kaiming"]
     assert "up to date" in run(["dvc", "status"], path, env).stdout
     changed = run(["git", "status", "--porcelain"], path, env).stdout.split("\n")
     assert " M metrics/kaiming.json" in changed and " M reports/comparison.md" in changed
@@ -302,11 +306,11 @@ def test_each_edit_reruns_only_the_stages_it_touches(reproduced, tmp_path):
         run(["git", "checkout", "--", "params.yaml"], path, env)
         return stale
 
-    assert stale_after("train", "curve_every", 50) == trains | {"report"}
+    assert stale_after("train", "curve_every", 50) == trains | {"report", "tour"}
     assert stale_after("report", "deep_compare", {}) == {"report"}
     gain = params["deep"]["tanh_gain_5_3"] | {"gain": 2.5}
-    assert stale_after("deep", "tanh_gain_5_3", gain) == {"deep@tanh_gain_5_3", "report"}
-    assert stale_after("deep_train", "steps", 50) == deeps | {"report"}
+    assert stale_after("deep", "tanh_gain_5_3", gain) == {"deep@tanh_gain_5_3", "report", "tour"}
+    assert stale_after("deep_train", "steps", 50) == deeps | {"report", "tour"}
 
     def stale_after_edit(module):
         """What a content edit of `module` leaves out of date (DVC hashes content, not mtime)."""
@@ -318,11 +322,13 @@ def test_each_edit_reruns_only_the_stages_it_touches(reproduced, tmp_path):
         return stale
 
     # the math, not the data: an optimizer reruns every stage that reads a recipe
-    recipes = trains | deeps | {"calibrate", "fold", "report"}
+    # (the tour's notebook trains a miniature with the MLP's engine)
+    recipes = trains | deeps | {"calibrate", "fold", "demos", "report", "tour"}
     assert stale_after_edit("src/actgrad/pieces/optimizers.py") == recipes
     # the MLP alone: its stages, no deep, download or split stage
-    assert stale_after_edit("src/actgrad/mlp/engine.py") == trains
-    assert stale_after_edit("src/actgrad/mlp/network.py") == trains | {"calibrate", "fold"}
+    assert stale_after_edit("src/actgrad/mlp/engine.py") == trains | {"tour"}
+    mlp_network = trains | {"calibrate", "fold", "demos", "tour"}
+    assert stale_after_edit("src/actgrad/mlp/network.py") == mlp_network
 
 
 def test_a_bare_variant_shows_up_in_the_report_mlflow_and_the_overlay(reproduced, tmp_path):

@@ -12,13 +12,15 @@ import yaml
 from conftest import ROOT, copy_project, run
 from mlflow.tracking import MlflowClient
 
+from actgrad.params import load_yaml
+
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
 TRAINING_ENGINE = "src/actgrad/mlp/engine.py"
 
 
 def lock_of(path):
-    return yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    return load_yaml((path / "dvc.lock").read_text())["stages"]
 
 
 # what the engine imports that the report does not
@@ -61,10 +63,12 @@ def test_every_stage_declares_exactly_the_project_files_it_loads(reproduced):
         assert f"{entry['cmd'].split()[2].replace('.', '/')}.py" in loaded, stage
         deps = [d["path"] for d in entry["deps"]]
         assert undeclared(loaded, deps) == ([], []), stage
-        assert (TRAINING_ENGINE in loaded) == stage.startswith("train@"), stage
+        # the tour's notebook trains a miniature with the engine, in its kernel
+        trains = stage.startswith("train@") or stage == "tour"
+        assert (TRAINING_ENGINE in loaded) == trains, stage
         # an edit of the MLP reruns no deep stage; the data stages load no math
         mlp = any(f.startswith("src/actgrad/mlp/") for f in loaded)
-        assert mlp == stage.startswith(("train@", "calibrate", "fold")), stage
+        assert mlp == stage.startswith(("train@", "calibrate", "fold", "demos", "tour")), stage
         math = any(f.startswith(("src/actgrad/pieces/", "src/actgrad/recipes")) for f in loaded)
         assert math != (stage in ("download", "split")), stage
 
@@ -197,6 +201,7 @@ def test_a_fresh_clone_lacks_the_cached_outputs_and_sync_rebuilds_every_run(repr
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     stages = logging_stages(clone)
     cached = [s for s in stages if s.startswith(("train@", "deep@"))] + ["calibrate", "fold"]
+    cached += ["demos", "tour"]  # which read the split
     stale = json.loads(run(["dvc", "status", "--json"], clone, env).stdout)
     assert sorted(stale) == sorted(["download", "split", *cached])
 
@@ -231,14 +236,14 @@ def test_current_follows_the_outputs_of_the_workspace(reproduced, tmp_path):
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["variants"]["kaiming"]["init"]["W2"] = 0.02
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert repro(path, env) == ["report", "train@kaiming"]
+    assert repro(path, env) == ["report", "tour", "train@kaiming"]
     after, seeds = current(all_runs(env))
     changed = sorted(s for s in after if after[s][0].info.run_id != before[s][0].info.run_id)
-    assert changed == ["report", "train@kaiming"]
+    assert changed == ["report", "tour", "train@kaiming"]
     assert not after["train@kaiming"][0].data.tags.get("restored")
     old_kaiming = before["train@kaiming"][0].info.run_id
     stale = [r for r in all_runs(env) if r.data.tags.get("current") == "false"]
-    assert old_kaiming in {r.info.run_id for r in stale} and len(stale) == 2 + 2  # + its seeds
+    assert old_kaiming in {r.info.run_id for r in stale} and len(stale) == 3 + 2  # + its seeds
 
     # back to the committed results: their runs are current again, and no run is added
     count = len(all_runs(env))
@@ -282,7 +287,7 @@ def test_sync_refuses_to_rebuild_runs_from_outputs_that_are_not_the_locked_ones(
 
     # a stage whose command writes a file that its outs do not list
     run(["git", "checkout", "--", "params.yaml"], path, env)
-    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    lock = load_yaml((path / "dvc.lock").read_text())
     outs = lock["stages"]["train@baseline"]["outs"]
     outs[:] = [o for o in outs if o["path"] != "metrics/series/baseline.csv"]
     (path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))

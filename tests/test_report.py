@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 from scipy.special import stdtr
 
-from actgrad.report.tables import welch_p
+from actgrad.report.tables import span, welch_p, welch_verdict
 from pipeline.tools import check_lecture
 
 
@@ -47,6 +47,21 @@ def test_welch_p_is_the_t_distributions_cdf_at_welchs_t(before, after):
 def test_welch_p_needs_two_seeds_on_each_side():
     assert math.isnan(welch_p([2.0], [1.0, 1.1]))
     assert math.isnan(welch_p([2.0, 2.1], [1.0]))
+
+
+def test_welch_verdict_says_lower_higher_or_no_difference_from_the_two_sided_p():
+    before, after = [2.0, 2.1, 2.2], [1.0, 1.1, 1.2]
+    assert welch_verdict(before, after) == ("lower", welch_p(before, after, "two-sided"))
+    assert welch_verdict(after, before)[0] == "higher"
+    assert welch_verdict(before, [2.05, 2.15, 2.1])[0] == "no difference"
+    word, p = welch_verdict([2.0], after)  # one seed: no test
+    assert word == "no difference" and math.isnan(p)
+
+
+def test_span_prints_a_range_or_the_one_value_both_ends_print_as():
+    assert span([2.1, 2.25, 2.2], ".2f") == "2.10 to 2.25"
+    assert span([185.0, 185.2], ".0f") == "185"
+    assert span([], ".2f") == ""
 
 
 # --- make check -------------------------------------------------------------------------------

@@ -2,14 +2,11 @@
 and metrics, progress output, a sweep through DVC's experiment queue, a shared tracking server
 and a DVC remote. Real mlflow, dvc, git and Chromium on small-step copies of the project."""
 
-import csv
 import fcntl
-import io
 import json
 import os
 import pty
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -26,6 +23,8 @@ import pytest
 import yaml
 from conftest import ROOT, artifact_files, copy_project, run, stage_argv
 from mlflow.tracking import MlflowClient
+
+from actgrad.params import load_yaml
 
 pytestmark = pytest.mark.slow  # DVC, MLflow and the stages on copies of the project
 
@@ -134,7 +133,7 @@ def test_mlflow_ui_shows_each_stages_current_run_with_its_source_and_dataset(stu
             pytest.fail(f"{CHROMIUM} is absent; CI must install it (apt-get install chromium)")
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     path, env = study
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    lock = load_yaml((path / "dvc.lock").read_text())["stages"]
     stages = sorted(s for s in lock if s not in ("download", "split"))
     ui = ["--backend-store-uri", env["MLFLOW_TRACKING_URI"]]
     with mlflow_serving("ui", *ui, cwd=tmp_path) as url:
@@ -312,7 +311,7 @@ def test_every_stage_logs_a_start_and_an_end_line(study, tmp_path):
     assert "step/s" not in out.stderr
 
 
-# --- 4. a sweep through DVC's experiment queue ------------------------------------------------
+# --- 4. DVC's experiment queue (its sweep runs on a cluster: tests/test_cluster.py) ------
 
 
 def end_stray_workers(path):
@@ -325,65 +324,6 @@ def end_stray_workers(path):
                 os.kill(pid, signal.SIGKILL)
         except OSError:
             pass  # it has already gone
-
-
-def test_queued_sweep_lands_in_exp_show_and_in_the_projects_mlflow_store(study, tmp_path):
-    path, env = study
-    # no MLFLOW_TRACKING_URI: stages fall back to <project>/mlflow.db through $DVC_ROOT, here
-    # a copy of the store the workspace repro filled, as after `make repro`
-    shutil.move(env.pop("MLFLOW_TRACKING_URI").removeprefix("sqlite:///"), path / "mlflow.db")
-    sweep = {"w2-002": 0.02, "w2-003": 0.03}
-    for name, scale in sweep.items():
-        set_param = f"variants.kaiming.init.W2={scale}"
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", set_param], path, env)
-    try:
-        # the workers keep the start command's stdout open while they live: don't wait on it
-        start = ["dvc", "queue", "start", "-j", "2"]
-        subprocess.run(start, cwd=path, env=env, stdout=subprocess.DEVNULL, check=True)
-        deadline = time.time() + 600
-        while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], path, env).stdout):
-            assert time.time() < deadline, "the queue did not finish in 10 minutes"
-            time.sleep(5)
-    finally:
-        run(["dvc", "queue", "stop", "--kill"], path, env, check=False)
-        end_stray_workers(path)
-    status = run(["dvc", "queue", "status"], path, env).stdout
-    assert status.count("Success") == len(sweep), status
-
-    keep = (
-        r"^(Experiment|State|variants\.kaiming\.init\.W2|metrics/kaiming\.json:(train|val)_loss)$"
-    )
-    show = ["dvc", "exp", "show", "--drop", ".*", "--keep", keep]
-    table = run([*show, "--no-pager", "--precision", "4"], path, {**env, "COLUMNS": "150"})
-    print(table.stdout)
-    rows = {
-        r["Experiment"]: r
-        for r in csv.DictReader(io.StringIO(run([*show, "--csv"], path, env).stdout))
-    }
-    for name, scale in sweep.items():
-        assert rows[name]["State"] == "Success"
-        assert float(rows[name]["variants.kaiming.init.W2"]) == scale
-
-    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
-    swept = [r for r in parent_runs(client) if r.data.tags.get("dvc_exp") in sweep]
-    kaiming = {r.data.tags["dvc_exp"]: r for r in swept if r.info.run_name == "kaiming"}
-    assert set(kaiming) == set(sweep)
-    for name, scale in sweep.items():
-        assert kaiming[name].info.status == "FINISHED"
-        assert kaiming[name].data.params["variant.init.W2"] == f"randn x {scale:g}"
-        val_loss = float(rows[name]["metrics/kaiming.json:val_loss"])
-        assert kaiming[name].data.metrics["val_loss"] == pytest.approx(val_loss, rel=1e-12)
-
-    # an experiment brought into the workspace: its runs become the current ones
-    run(["dvc", "exp", "apply", "w2-002"], path, env)
-    run([sys.executable, "-m", "pipeline.tracking.sync"], path, env)
-    now = {
-        r.data.tags["dvc_stage"]: r
-        for r in parent_runs(client)
-        if r.data.tags.get("current") == "true"
-    }
-    assert now["train@kaiming"].data.tags["dvc_exp"] == "w2-002"
-    assert not [r for r in now.values() if r.data.tags.get("restored")]
 
 
 # --- 5. team scale: a shared tracking server and a DVC remote ---------------------------------
@@ -445,7 +385,7 @@ def test_a_clone_pulls_every_output_from_a_dvc_remote_and_retrains_nothing(study
     run([sys.executable, "-m", "pipeline.tracking.sync"], clone, env)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     tops = parent_runs(client)
-    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    lock = load_yaml((clone / "dvc.lock").read_text())["stages"]
     assert sorted(r.data.tags["dvc_stage"] for r in tops) == sorted(
         s for s in lock if s not in ("download", "split")
     )

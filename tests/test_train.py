@@ -9,6 +9,7 @@ import yaml
 from conftest import LECTURE_SEED, ROOT
 from lecture import RECIPES, lecture_loop
 
+from actgrad.compute import tasks
 from actgrad.errors import Diverged
 from actgrad.mlp.engine import train
 from actgrad.mlp.metrics import one_unit_loss
@@ -72,24 +73,28 @@ def test_a_seed_trains_the_same_alone_or_among_others(splits, name):
         assert torch.equal(batch_w.running[stat][1], alone_w.running[stat][0]), stat
 
 
-def test_one_process_or_one_per_seed_give_the_same_bits(splits):
+def test_five_seeds_give_the_same_bits_as_one_task_or_as_five_on_a_cluster(splits):
+    """One group of five seeds in this process, and five groups of one seed on a LocalCluster
+    of two worker processes: bit for bit the same, and so is every number computed from them."""
     X, Y = splits[1]["train"]
-    cfg = config(200, (LECTURE_SEED, 1, 2))
+    cfg = config(200, (LECTURE_SEED, 1, 2, 3, 4))
     v = variant("batchnorm", cfg)
-    one_w, one = train_seeds(cfg.seeds, v, cfg, X, Y, 27, workers=1)
-    three_w, three = train_seeds(cfg.seeds, v, cfg, X, Y, 27, workers=3)
-    assert three_w.seeds == cfg.seeds
+    with tasks() as here:
+        one_w, one = train_seeds(cfg.seeds, v, cfg, X, Y, 27, here)
+    with tasks(workers=2, group_size=1) as cluster:
+        five_w, five = train_seeds(cfg.seeds, v, cfg, X, Y, 27, cluster)
+        assert len({p.worker for p in cluster.placements}) == 2
+    assert five_w.seeds == cfg.seeds
     for field in vars(one):
-        assert torch.equal(getattr(one, field), getattr(three, field)), field
+        assert torch.equal(getattr(one, field), getattr(five, field)), field
     for name in one_w.params:
-        assert torch.equal(one_w.params[name], three_w.params[name]), name
-    assert torch.equal(one_w.running["mean"], three_w.running["mean"])
-    # and so does every number computed from them, whatever process trained them
+        assert torch.equal(one_w.params[name], five_w.params[name]), name
+    assert torch.equal(one_w.running["mean"], five_w.running["mean"])
     Xv, Yv = splits[1]["val"]
-    assert seed_losses(one_w, v, Xv, Yv) == seed_losses(three_w, v, Xv, Yv)
+    assert seed_losses(one_w, v, Xv, Yv) == seed_losses(five_w, v, Xv, Yv)
     for s in range(len(cfg.seeds)):
-        one, three = one_w.seed_slice(s), three_w.seed_slice(s)
-        assert one_unit_loss(one, v, Xv, Yv) == one_unit_loss(three, v, Xv, Yv)
+        one, five = one_w.seed_slice(s), five_w.seed_slice(s)
+        assert one_unit_loss(one, v, Xv, Yv) == one_unit_loss(five, v, Xv, Yv)
 
 
 def test_the_trained_weights_give_the_lecture_loops_val_loss(splits):

@@ -7,7 +7,7 @@ calibrated ones for the fold stage.
 
 import torch
 
-from actgrad.calibration import calibrate
+from actgrad.mlp.calibration import calibrate
 from actgrad.mlp.network import Weights
 from actgrad.plots import bn_calibration_figure
 from actgrad.recipes import read_params

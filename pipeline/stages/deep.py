@@ -6,30 +6,35 @@ and logs an MLflow run named "deep <config>".
 
 from actgrad.deepnet.figures import DEEP_FIGURES, deep_figures, describe
 from actgrad.deepnet.metrics import metrics, series
-from actgrad.deepnet.run import run_deep
+from actgrad.deepnet.run import memory_needed, train_deep
 from actgrad.errors import Diverged
 from actgrad.recipes import read_params
 
 from ..files import Csv, Json, Png, Split, Table, Tensors
-from ..runner import Stage, StageError
+from ..runner import Stage, StageError, check_memory
+from ..tracking.models import log_deep_model
 from ..tracking.records import Plan, flatten, log_files, numbers
 from ..tracking.store import log_values
 
 
-def compute(params, config, split):
+def compute(params, config, split, tasks):
     cfg, train = params.deep_config(config), params.deep_train
+    check_memory("deep_train", train, memory_needed(train, split["train"][0].shape[1]))
     splits = {name: split[name] for name in ("train", "val")}
+    groups = [(seed,) for seed in train.seeds]  # each seed trains on its own
     try:
-        result = run_deep(cfg, train, splits, len(split["vocab"]))
+        results = [r for (r,) in tasks(train_deep, groups, cfg, train, splits, len(split["vocab"]))]
     except Diverged as e:
         raise StageError(
             f"deep@{config}: {e}; lower deep.{config}.gain or its optimizer's lr"
         ) from None
+    notebook = results[0]  # the first seed's: its model, series and figures
+    figures = deep_figures(config, cfg, train, notebook)
     return {
-        "model": result.net.state_dict(),
-        "metrics": metrics(result, cfg),
-        "series": Table(*series(result)),
-        **{f"{kind}_figure": png for kind, png in deep_figures(config, cfg, train, result).items()},
+        "model": notebook.state,
+        "metrics": metrics(results, train.seeds, cfg),
+        "series": Table(*series(notebook)),
+        **{f"{kind}_figure": png for kind, png in figures.items()},
     }
 
 
@@ -38,7 +43,8 @@ def runs(params, config):
 
 
 def log_runs(client, runs, made):
-    """Every number of the JSON as a metric, except those the curves end on."""
+    """Every number of the JSON as a metric, except those the curves end on; the network as
+    an MLflow model."""
     params = made.params
     run_params = flatten(
         {
@@ -50,6 +56,7 @@ def log_runs(client, runs, made):
     metrics = {k: v for k, v in numbers(made.values["metrics"]).items() if k not in curves}
     log_values(client, runs.top, metrics, run_params, curves)
     log_files(client, runs.top, [made.paths[role] for role in OUTPUTS if role != "model"])
+    log_deep_model(client, runs, made)
 
 
 def summary(made):

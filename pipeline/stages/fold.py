@@ -8,7 +8,7 @@ and the metrics; a fold that does not match stops the stage naming the seed. The
 from run to run: MLflow and the log hold them, not the outputs.
 """
 
-from actgrad.calibration import fold
+from actgrad.mlp.calibration import fold
 from actgrad.mlp.network import Weights
 from actgrad.recipes import read_params
 

@@ -6,6 +6,7 @@ It reads every variant's and deep config's files under the metrics folder by the
 stages give them in dvc.yaml (tests/test_records.py holds the two together).
 """
 
+import math
 from pathlib import Path
 
 from actgrad.plots import overlay_figure
@@ -21,6 +22,11 @@ from ..tracking.records import Plan, log_files
 
 def compute(params, metrics, expected, samples, paths):
     report, figure = Path(paths["comparison"]).parent, Path(paths["figure"])
+    seed, every = params.train.seeds[0], params.train.curve_every
+    curves = {
+        n: hockey_stick(metrics[f"curves/{n}.csv"], metrics[f"{n}.json"], every)
+        for n in params.variants
+    }
     study = sections.Study(
         params,
         {n: metrics[f"{n}.json"] for n in [*params.variants, "calibrate", "fold"]},
@@ -28,26 +34,29 @@ def compute(params, metrics, expected, samples, paths):
         expected,
         str(Path(samples).relative_to(report)),
         str(figure.parent.relative_to(report)),
+        demos=metrics["demos.json"],
+        series={n: metrics[f"series/{n}.csv"] for n in params.variants},
+        curves=curves,
     )
-    curves = {n: metrics[f"curves/{n}.csv"] for n in params.variants}
-    column = next(iter(curves.values())).columns.index("log10_loss")
-    log10 = {n: [row[column] for row in table.rows] for n, table in curves.items()}
-    steps = [row[0] for row in next(iter(curves.values())).rows]
-    seed, every = params.train.seeds[0], params.train.curve_every
     overlay = overlay_figure(
-        overlay_panels(params, log10),
-        steps,
-        f"log10 loss, mean per {every} steps, seed {seed}",
+        overlay_panels(params, curves),
+        f"log10 loss at step 0, then its mean per {every} steps, seed {seed}",
     )
     long = ["variant,step,log10_loss"]
-    long += [
-        f"{n},{step},{value!r}" for n, values in log10.items() for step, value in zip(steps, values)
-    ]
+    long += [f"{n},{step},{value!r}" for n, pairs in curves.items() for step, value in zip(*pairs)]
     return {
         "comparison": sections.comparison(study, figure.name),
         "figure": overlay,
         "curves": "\n".join(long) + "\n",
     }
+
+
+def hockey_stick(curve, metrics, every):
+    """(steps, log10 losses) of the lecture seed: its loss at step 0, then each block's mean
+    at the block's middle step, so that the first drop shows."""
+    column = curve.columns.index("log10_loss")
+    steps = [0] + [row[0] + every // 2 for row in curve.rows]
+    return steps, [math.log10(metrics["init_loss"])] + [row[column] for row in curve.rows]
 
 
 def runs(params, key):

@@ -1,9 +1,11 @@
 """`make check-outputs`: the outputs of the last repro against the committed ones.
 
-On a machine whose fingerprint (pipeline/machine.py) is the one the committed
-metrics/machine.json holds, every output must be bit-identical. On any other machine the
+Where every machine that made the committed outputs and the ones of the last repro
+(metrics/machine.json: each stage's process and the Dask workers that trained for it) is this
+machine, every output must be bit-identical. Anywhere else the
 numbers may differ in their last bits, so every number of metrics/ and reports/ (JSON, CSV,
-the report's text) is compared with the committed one within tolerance.yaml's tolerance, and
+the report's text, the text outputs of the executed notebook) is compared with the committed
+one within tolerance.yaml's tolerance, and
 everything else must be equal: the words, the file lists, the figures' presence, and dvc.lock's
 stages, commands, params and the hashes of its source files. Prints which mode
 ran, how many values it compared and the five largest deviations; exits 1 on any difference.
@@ -11,6 +13,7 @@ ran, how many values it compared and the five largest deviations; exits 1 on any
     python -m pipeline.tools.check_outputs [--base HEAD] [--mode auto|bits|values]
 """
 
+import base64
 import csv
 import io
 import json
@@ -25,8 +28,10 @@ import click
 
 from actgrad.params import load_yaml
 
+from .. import machines
+
 OUTPUTS = ("metrics", "reports", "dvc.lock")
-MACHINE = "metrics/machine.json"  # which machine made them: compared by the mode, not by value
+MACHINE = str(machines.MACHINES)  # which machines made them: compared by the mode, not by value
 NUMBER = re.compile(r"([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)")
 
 
@@ -187,6 +192,73 @@ def compare_samples(c, where, committed, ours):
     c.equal(f"{where} letters", True, all(re.fullmatch(r"[a-z]*", n) for n in names))
 
 
+def _text(value):
+    """A notebook's multiline string, which nbformat may store as a list of lines."""
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _is_png(data):
+    """Whether base64 `data` starts as a PNG file does."""
+    try:
+        return base64.b64decode(data[:12])[:8] == b"\x89PNG\r\n\x1a\n"
+    except ValueError:  # binascii.Error
+        return False
+
+
+def _shape(output):
+    """What kind of output a notebook's output is: its type, stream and MIME types."""
+    return (output["output_type"], output.get("name"), sorted(output.get("data", {})))
+
+
+def chaotic_rows_as_committed(c, where, committed, ours):
+    """`ours` with each markdown table row of a chaotic variant or config (one whose tolerance
+    allows any value: on another CPU its numbers, its sampled names, its words may all differ)
+    replaced by the committed row when the two have the same first cell and as many cells: such
+    a row is compared by its shape, as compare_samples compares its names."""
+    old, new = committed.splitlines(), ours.splitlines()
+    for i, (a, b) in enumerate(zip(old, new)):
+        if not (a.startswith("|") and b.startswith("|")):
+            continue
+        first, row = cells(a), cells(b)
+        place = f"{where}:{i + 1} {first[0]} |"
+        if first[0] == row[0] and len(first) == len(row) and c.tolerance(place).abs == math.inf:
+            new[i] = a
+    return "\n".join(new)
+
+
+def compare_ipynb(c, where, committed, ours):
+    """An executed notebook (reports/tour.ipynb): its metadata, cells, sources and the kinds of
+    their outputs equal; each text output (a stream, markdown, plain text) compared as the
+    report's text is, its numbers within tolerance, placed by `cell <n>` and their table row
+    or the last `name` before them; each figure by its presence, a PNG."""
+    old, new = json.loads(committed), json.loads(ours)
+    c.equal(f"{where} metadata", old.get("metadata"), new.get("metadata"))
+    c.equal(f"{where} cells", len(old["cells"]), len(new["cells"]))
+    for i, (a, b) in enumerate(zip(old["cells"], new["cells"]), start=1):
+        cell = f"{where} cell {i}"
+        c.equal(f"{cell} source", _text(a.get("source")), _text(b.get("source")))
+        for key in ("cell_type", "metadata", "execution_count"):
+            c.equal(f"{cell} {key}", a.get(key), b.get(key))
+        outputs = a.get("outputs", []), b.get("outputs", [])
+        shapes = [[_shape(o) for o in side] for side in outputs]
+        c.equal(f"{cell} outputs", *shapes)
+        if shapes[0] != shapes[1]:
+            continue
+        for x, y in zip(*outputs):
+            if x["output_type"] == "stream":
+                pairs = [(x["name"], _text(x["text"]), _text(y["text"]))]
+            else:
+                pairs = [(m, _text(x["data"][m]), _text(y["data"][m])) for m in x.get("data", {})]
+            for mime, old_text, new_text in pairs:
+                if mime == "image/png":
+                    c.equal(f"{cell} {mime}", True, _is_png(new_text))
+                elif mime.startswith("image/"):
+                    c.equal(f"{cell} {mime}", True, bool(new_text))
+                else:
+                    new_text = chaotic_rows_as_committed(c, cell, old_text, new_text)
+                    compare_text(c, cell, old_text, new_text)
+
+
 def compare_lock(c, where, committed, ours, outputs):
     """Stages, commands and params equal; the hashes of the files no stage writes (source,
     expected.yaml) equal; outputs, and folders of them, compared as files, not by hash."""
@@ -249,6 +321,8 @@ def compare_values(base, spec):
             compare_lock(c, path, old, new, outputs)
         elif path.endswith(".json"):
             compare_json(c, path, json.loads(old), json.loads(new))
+        elif path.endswith(".ipynb"):
+            compare_ipynb(c, path, old, new)
         elif path.endswith(".csv"):
             compare_csv(c, path, old, new)
         elif path.startswith("reports/samples/"):
@@ -259,12 +333,15 @@ def compare_values(base, spec):
 
 
 def same_machine(base):
-    """(this machine's fingerprint equals the committed one, the committed one)."""
-    from .machine import fingerprint
+    """(every machine of the committed outputs and of the workspace's is this one, the
+    committed machines)."""
+    from actgrad.kernels import fingerprint
 
-    committed = committed_text(base, MACHINE)
-    committed = json.loads(committed) if committed else None
-    return committed == fingerprint(), committed
+    text = committed_text(base, MACHINE)
+    committed = list(json.loads(text)["machines"].values()) if text else []
+    ours = list(machines.read()["machines"].values())
+    here = fingerprint()
+    return bool(committed) and all(m == here for m in committed + ours), committed
 
 
 def report(c, mode):
@@ -292,7 +369,7 @@ def main(base, mode, tolerance):
     same, committed = same_machine(base)
     if mode == "auto":
         mode = "bits" if same else "values"
-        print(f"committed outputs made on: {committed or 'an unrecorded machine'}")
+        print(f"committed outputs made on: {committed or 'unrecorded machines'}")
         print(f"this machine is {'the same' if same else 'another'}: comparing {mode}")
     if mode == "bits":
         changed = git("status", "--porcelain", "--", *OUTPUTS, f":!{MACHINE}").splitlines()

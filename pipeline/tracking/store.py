@@ -10,8 +10,10 @@ import importlib.metadata
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,23 +36,71 @@ def tracking_uri():
 
 
 def mlflow_client():
-    """A client for the tracking store and our experiment id; fails fast if a server is down."""
+    """A client for the tracking store and our experiment id; fails fast if a server is down.
+    The runs that a process of this host left RUNNING when it died end as KILLED."""
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-        except OSError as e:
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({getattr(e, 'reason', e)}); "
-                "start it or unset MLFLOW_TRACKING_URI to use the local sqlite store"
-            ) from None
+        check_server(uri)
     from mlflow.tracking import MlflowClient
 
     with _opening(uri):
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)
         exp_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    end_orphans(client, exp_id)
     return client, exp_id
+
+
+def check_server(uri):
+    """TrackingError unless the server at `uri` answers MLflow's /health within 5 seconds."""
+    health = uri.rstrip("/") + "/health"
+    try:
+        urllib.request.urlopen(health, timeout=5).close()
+    except urllib.error.HTTPError as e:
+        raise TrackingError(
+            f"{health} answered HTTP {e.code} {e.reason}: MLFLOW_TRACKING_URI={uri} names a "
+            "server that is not MLflow's tracking server; point it at one, or unset it to use "
+            "the local sqlite store"
+        ) from None
+    except OSError as e:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(e, 'reason', e)}); "
+            "start it or unset MLFLOW_TRACKING_URI to use the local sqlite store"
+        ) from None
+
+
+def process_started(pid):
+    """When process `pid` started (clock ticks after boot), or None if there is no such
+    process: with the pid, it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_process():
+    """The tags that name the process a run is logged from: host, pid, its start."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_started": process_started("self"),
+    }
+
+
+def end_orphans(client, exp_id):
+    """End as KILLED the RUNNING runs of this host whose process is gone (killed by the kernel
+    for memory, say): a shared server also holds other hosts' live runs, which stay."""
+    host = socket.gethostname()
+    running = client.search_runs(
+        [exp_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    )
+    for run in running:
+        pid, started = run.data.tags.get("pid"), run.data.tags.get("pid_started")
+        if pid and process_started(pid) != started:
+            why = f"its process {pid} on {host} ended without ending the run"
+            set_tags(client, run.info.run_id, {"killed_because": why})
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 @contextmanager
@@ -113,9 +163,11 @@ def log_environment(client, run_id):
 
 def run_tags(stage, source, **extra):
     """Tags every run carries: its DVC stage, the script and commit it ran (MLflow's Source and
-    Version columns), its environment and, inside `dvc exp run`, the experiment's name."""
+    Version columns), its environment, the process that logs it, `current` false until
+    `make sync` finds it is the stage's current run and, inside `dvc exp run`, the
+    experiment's name."""
     tags = {"dvc_stage": stage, "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
-    tags |= environment_tags()
+    tags |= environment_tags() | this_process() | {"current": "false"}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

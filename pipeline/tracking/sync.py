@@ -137,12 +137,11 @@ def retag(client, runs, tags):
             set_tags(client, run.info.run_id, tags)
 
 
-def runs_tagged_current(client, exp_id):
+def search_all(client, exp_id, query=""):
+    """Every run of the experiment that `query` finds, page by page."""
     runs, token = [], None
     while True:
-        page = client.search_runs(
-            [exp_id], "tags.current = 'true'", max_results=1000, page_token=token
-        )
+        page = client.search_runs([exp_id], query, max_results=1000, page_token=token)
         runs += page
         token = page.token
         if not token:
@@ -187,8 +186,11 @@ def main():
     if "report" in lock:  # models of rebuilt train runs join the registry
         _, _, paths = stage_of(lock["report"]["cmd"])
         registry.register(client, exp_id, params, paths["metrics"])
-    stale = [r for r in runs_tagged_current(client, exp_id) if r.info.run_id not in current]
+    # every other run is not current: those that were, and those a store older than the
+    # current=false a run is born with never tagged
+    stale = [r for r in search_all(client, exp_id) if r.info.run_id not in current]
     retag(client, stale, {"current": "false"})
+    stale = [r for r in stale if r.data.tags.get("current") == "true"]
     log(
         f"sync: {len(lock)} stages in dvc.lock; rebuilt the runs of {len(restored)} from their "
         f"outputs{': ' + ', '.join(restored) if restored else ''}; "

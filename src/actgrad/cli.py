@@ -3,6 +3,7 @@
     actgrad sample VARIANT [-n 20] [--seed S] [--trained-seed T] [--temperature 1.0] [--top-k K]
     actgrad score NAME... [--variant V]... [--all]
     actgrad list
+    actgrad worker ADDRESS [--nworkers N]
 
 VARIANT is a variant of params.yaml, `deep/<config>`, `calibrate` (the BatchNorm variant with
 its calibrated statistics) or `fold` (that model folded into W1 and b1). Each model is read
@@ -39,6 +40,11 @@ class Project:
 
     def __init__(self, folder="."):
         self.folder = Path(folder)
+        if not (self.folder / "params.yaml").is_file():
+            raise click.ClickException(
+                f"{self.folder.resolve()} holds no params.yaml: run actgrad in the project's "
+                "folder, or name it with --project"
+            )
         try:
             self.params = read_params(self.folder / "params.yaml")
         except ParamsError as e:
@@ -117,9 +123,7 @@ class Project:
         return Model(model, seed, params.train.sample_seed)
 
     def _deep(self, config):
-        import torch
-
-        from .deepnet.network import build_net, evaluation_logits
+        from .deepnet.network import trained_logits
 
         params, stage = self.params, f"deep@{config}"
         if config not in params.deep:
@@ -133,12 +137,13 @@ class Project:
                 "holds no finite weights to use"
             )
         train = params.deep_train
-        vocab_size = len(self.vocab())
-        net = build_net(
-            params.deep[config], train, params.split.block_size, vocab_size, torch.Generator()
+        cfg, block_size, vocab_size = (
+            params.deep[config],
+            params.split.block_size,
+            len(self.vocab()),
         )
-        net.load(self.tensors(stage, "model"))
-        return Model(functools.partial(evaluation_logits, net), train.seed, train.sample_seed)
+        model = trained_logits(cfg, train, block_size, vocab_size, self.tensors(stage, "model"))
+        return Model(model, train.seeds[0], train.sample_seed)
 
     def status(self):
         """The stages `dvc status` finds out of date, or None if it cannot tell."""
@@ -256,3 +261,19 @@ def _mean_sd(metrics, key):
     if key not in metrics:
         return "-"
     return "diverged" if metrics[key] is None else f"{metrics[key]:.4f}"
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("address")
+@click.argument("dask_options", nargs=-1, type=click.UNPROCESSED)
+def worker(address, dask_options):
+    """Start a Dask worker for the scheduler at ADDRESS that trains with the study's kernels:
+    `dask worker ADDRESS --nthreads 1 --preload actgrad [DASK_OPTIONS]`, the kernel switches
+    set and glibc's malloc left as it is (compute.py says why)."""
+    import dask
+    from distributed.cli import dask_worker
+
+    from .compute import WORKER_SETTINGS
+
+    dask.config.set(WORKER_SETTINGS)
+    dask_worker.main([address, "--nthreads", "1", "--preload", "actgrad", *dask_options])

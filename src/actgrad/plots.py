@@ -3,6 +3,7 @@ a PNG file: the stages write them with their other outputs."""
 
 import io
 import math
+import statistics
 import zlib
 
 import matplotlib
@@ -54,13 +55,13 @@ def line_style(index):
     return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINE_STYLES[index // 10 % 3]}
 
 
-def overlay_figure(panels, steps, title):
-    """One panel a row, {panel title: {name: values}} against `steps`; every name keeps its
-    own colour and dash pattern across the panels, its legend beside its panel."""
+def overlay_figure(panels, title):
+    """One panel a row, {panel title: {name: (steps, values)}}; every name keeps its own colour
+    and dash pattern across the panels, its legend beside its panel."""
     names = [name for curves in panels.values() for name in curves]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.3 * len(panels)), dpi=100)
     for ax, (panel_title, curves) in zip(fig.axes, panels.items()):
-        for name, values in curves.items():
+        for name, (steps, values) in curves.items():
             ax.plot(steps, values, label=name, linewidth=1.2, **line_style(names.index(name)))
         ax.set(title=panel_title, xlabel="step", ylabel="log10 loss")
         ax.grid(alpha=0.3)
@@ -174,11 +175,16 @@ def density_panels_figure(panels, colors, title, xlabel, logy=False):
 def series_figure(panels, title, symlog=(), counts=()):
     """One panel a row: {panel title: (steps, {label: values})}; NaN values leave gaps. The
     panels named in `symlog` get a y axis that is logarithmic but shows zeros too, those in
-    `counts` one from 0 with whole-number ticks. A panel of one curve has no legend."""
+    `counts` one from 0 with whole-number ticks. Each line has its own colour and dash pattern,
+    so that equal curves (zero gradients, say) do not hide one another; a panel of one curve
+    has no legend, and a note where every value is 0 says so."""
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100)
     for ax, (panel_title, (steps, curves)) in zip(fig.axes, panels.items()):
-        for label, values in curves.items():
-            ax.plot(steps, values, label=label, linewidth=1.2)
+        for index, (label, values) in enumerate(curves.items()):
+            dashes = {"linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
+            ax.plot(steps, values, label=label, linewidth=1.6 - 0.2 * index, **dashes)
+        if all(v == 0 for values in curves.values() for v in values):
+            ax.text(0.5, 0.5, "0 at every count", ha="center", va="center", transform=ax.transAxes)
         if panel_title in symlog:
             ax.set_yscale("symlog", linthresh=1e-6)
         if panel_title in counts:
@@ -204,5 +210,39 @@ def spectrum_figure(values, title):
         ax.set(title=panel_title, xlabel="log10 singular value", ylabel="count")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def bars_figure(panels, title, guides=None):
+    """One bar chart a panel, side by side: {panel title: {label: value}}, each bar's value
+    written on it; `guides` ({panel title: (label, y)}) draws a dashed line across a panel."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=100, squeeze=False)
+    for ax, (panel_title, bars) in zip(axes[0], panels.items()):
+        drawn = ax.bar(range(len(bars)), list(bars.values()), color=PALETTE[: len(bars)])
+        ax.bar_label(drawn, fmt="%.3g", fontsize=8)
+        ax.set_xticks(range(len(bars)), list(bars), fontsize=8)
+        if guides and panel_title in guides:
+            label, y = guides[panel_title]
+            ax.axhline(y, color="black", linestyle="--", linewidth=1, label=label)
+            ax.legend(fontsize=8)
+        ax.set(title=panel_title, ylabel="loss")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def histograms_figure(samples, title, columns=3):
+    """A histogram a panel: {panel title: values}, all over the same range, four times the
+    widest spread each way, so that their widths compare at a glance."""
+    rows = -(-len(samples) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), dpi=100, sharex=True)
+    spread = max(statistics.pstdev(values) for values in samples.values())
+    for ax, (panel_title, values) in zip(fig.axes, samples.items()):
+        ax.hist(values, bins=80, range=(-4 * spread, 4 * spread), color=PALETTE[0])
+        ax.set(title=panel_title)
+        ax.grid(alpha=0.3)
+    for ax in fig.axes[len(samples) :]:
+        ax.set_visible(False)
     fig.suptitle(title)
     return _png(fig)

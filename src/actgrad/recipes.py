@@ -61,13 +61,16 @@ class TrainParams(Section):
 
 
 class Variant(Section):
-    """An MLP recipe: how each tensor starts, the activation, the norm after the first Linear
-    and the optimizer (None: train.optimizer). A tensor missing from init is randn × 1."""
+    """An MLP recipe: how each tensor starts, the activation, the norm after the first Linear,
+    the optimizer (None: train.optimizer) and the steps (None: train.steps), for a lesson that
+    shows sooner. A tensor missing from init is randn × 1, but b1 beside BatchNorm, whose bias
+    replaces it: there the variant has a b1 only if init names one."""
 
     init: dict[str, Init] = Field(default_factory=dict)
     activation: Activation = Tanh()
     norm: Norm = NoNorm()
     optimizer: Optimizer | None = None
+    steps: int | None = Field(None, gt=0)
 
     @field_serializer("init")
     def _init_in_words(self, init):
@@ -80,12 +83,6 @@ class Variant(Section):
             if name not in TENSORS:
                 raise invalid(
                     f"init.{name}", f"unknown tensor; the tensors are {', '.join(TENSORS)}"
-                )
-            if name == "b1" and self.batchnorm:
-                raise invalid(
-                    "init.b1",
-                    f"a {self.norm.name} variant has no b1 (the norm's bias replaces it); "
-                    "remove it",
                 )
             if scheme.name == "kaiming" and scheme.gain is None and self.gain_of(name) is None:
                 raise invalid(
@@ -108,7 +105,7 @@ class Variant(Section):
     @property
     def tensors(self):
         """The tensors this variant draws, in the generator's order."""
-        return tuple(t for t in TENSORS if t != "b1" or not self.batchnorm)
+        return tuple(t for t in TENSORS if t != "b1" or not self.batchnorm or "b1" in self.init)
 
     def init_of(self, name):
         return self.init.get(name, RANDN)
@@ -136,6 +133,7 @@ class DeepConfig(Section):
     activation: Activation = Tanh()
     batchnorm: bool = False  # a BatchNorm1d after every Linear, the output one included
     gain: float = Field(gt=0)  # multiplies every hidden Linear's randn / sqrt(fan_in) weight
+    fan_in_scaling: bool = True  # false: every Linear's weight randn, not randn / sqrt(fan_in)
     last_scale: float = Field(gt=0)  # the output BatchNorm's gamma, or without it its weight
     optimizer: Optimizer | None = None
 
@@ -152,19 +150,73 @@ class DeepTrainParams(Section):
     bn_momentum: float = Field(gt=0, le=1)
     bn_eps: float = Field(gt=0)
     jacobian_examples: Positive  # the fixed batch whose input-output Jacobians are measured
-    seed: int = Field(ge=0)
+    seeds: tuple[int, ...]  # each trains on its own; the first is the notebook's
     sample_seed: int = Field(ge=0)  # names drawn from a trained net (actgrad sample deep/...)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds):
+        return TrainParams._distinct(seeds)
+
+
+class ProductParams(Section):
+    """The lecture's `x @ w`: x (examples, fan_in) and w (fan_in, fan_out) from randn, w scaled
+    by each of `scales`, then by 1/√fan_in and by gain/√fan_in."""
+
+    examples: Positive
+    fan_in: Positive
+    fan_out: Positive
+    scales: tuple[float, ...]
+    gain: float = Field(gt=0)
+
+
+class RegressionParams(Section):
+    """Softmax regression on one-hot contexts, trained by minibatch SGD."""
+
+    steps: Positive
+    lr: float = Field(gt=0)
+    batch_size: Positive
+
+
+class DemosParams(Section):
+    """The lecture's small demonstrations (stage demos), which train nothing or a softmax
+    regression: the loss at init, W2's scale, `x @ w`, d2l 5.4's exercise 2."""
+
+    confident: float = Field(gt=0)  # the 4-class toy's logit of the class it is sure of
+    variant: str  # the recipe whose W2 is scaled at init (the lecture's baseline)
+    w2_scales: tuple[float, ...]  # W2's scales at init, b2 zero
+    x_w: ProductParams
+    softmax_regression: RegressionParams
+
+
+class TourParams(Section):
+    """The learner's notebook (stage tour): its live miniature trains `variant` at the lecture
+    seed for `steps` steps, the full run's first steps, batches and learning rate."""
+
+    variant: str  # the recipe the miniature trains
+    steps: Positive  # a few thousand: seconds
 
 
 class ReportParams(Section):
     """What the report shows: the lecture's rows, what each other variant and deep config is
-    set against, and the variants that answer the exercises."""
+    set against, and the variants and deep configs that answer each question; a lesson whose
+    names are left out is left out of the report."""
 
     lecture: tuple[str, ...] = ()
     compare: dict[str, str] = Field(default_factory=dict)  # variant: the one it changes
-    deep_compare: dict[str, str] = Field(default_factory=dict)  # deep config: the same, SGD
+    # LARS config: the same stack with SGD, then with SGD's momentum alone
+    deep_compare: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     zero_init: str | None = None  # E01: all weights and biases zero
     symmetry: tuple[str, ...] = ()  # constant init, then the same with one random tensor
+    embedding_symmetry: tuple[str, ...] = ()  # C and W1 constant, then C random
+    dead_relus: tuple[str, ...] = ()  # ReLU, then other activations, on a b1 that kills
+    kaiming_modes: tuple[str, ...] = ()  # kaiming's fan_in, its fan_out, torch's default
+    bias_before_batchnorm: tuple[str, ...] = ()  # BatchNorm, then the same with a b1
+    running_momentum: tuple[str, ...] = ()  # BatchNorm's momentum 0.001, then a larger one
+    deep_batchnorm_gains: tuple[str, ...] = ()  # deep BatchNorm stacks at several gains
+    deep_batchnorm_lr: tuple[str, ...] = ()  # fan-in scaled, not, not with a larger lr
+    deep_miscalibrated: tuple[str, ...] = ()  # calibrated, then the lecture's two mistakes
+    train_val_gap: tuple[str, ...] = ()  # without BatchNorm, then with it
 
 
 class Params(Section):
@@ -178,6 +230,8 @@ class Params(Section):
     fold: FoldParams
     deep: dict[str, DeepConfig] = Field(default_factory=dict)
     deep_train: DeepTrainParams
+    demos: DemosParams
+    tour: TourParams
     report: ReportParams
 
     @field_validator("variants", "deep")
@@ -201,20 +255,17 @@ class Params(Section):
         if not self.variants[name].batchnorm:
             normed = sorted(n for n, v in self.variants.items() if v.batchnorm)
             raise invalid("calibrate.variant", f"{name!r} has no BatchNorm; choose one of {normed}")
-        report = self.report
-        uses = [(f"report.lecture[{i}]", n) for i, n in enumerate(report.lecture)]
-        uses += [(f"report.symmetry[{i}]", n) for i, n in enumerate(report.symmetry)]
-        uses += [
-            (f"report.compare.{n}", m) for n, other in report.compare.items() for m in (n, other)
-        ]
-        uses += [("report.zero_init", report.zero_init)] if report.zero_init else []
-        for key, name in uses:
-            if name not in self.variants:
-                raise invalid(key, f"{name!r} is not a variant")
-        for name, other in report.deep_compare.items():
-            for config in (name, other):
-                if config not in self.deep:
-                    raise invalid(f"report.deep_compare.{name}", f"{config!r} is not a deep config")
+        if self.demos.variant not in self.variants:
+            raise invalid("demos.variant", f"{self.demos.variant!r} is not a variant")
+        if self.tour.variant not in self.variants:
+            raise invalid("tour.variant", f"{self.tour.variant!r} is not a variant")
+        for field in ReportParams.model_fields:
+            kind, recipes = (
+                ("deep config", self.deep) if "deep" in field else ("variant", self.variants)
+            )
+            for key, name in _names(getattr(self.report, field), f"report.{field}"):
+                if name not in recipes:
+                    raise invalid(key, f"{name!r} is not a {kind}")
         return self
 
     def variant(self, name):
@@ -226,6 +277,11 @@ class Params(Section):
         recipe = self.variants[name]
         return recipe.model_copy(update={"optimizer": recipe.optimizer or self.train.optimizer})
 
+    def train_of(self, name):
+        """train, with the variant's own steps if it has them."""
+        steps = self.variant(name).steps
+        return self.train.model_copy(update={"steps": steps}) if steps else self.train
+
     def deep_config(self, name):
         """The deep config called `name`, its optimizer deep_train.optimizer unless its own."""
         if name not in self.deep:
@@ -234,6 +290,19 @@ class Params(Section):
         return config.model_copy(
             update={"optimizer": config.optimizer or self.deep_train.optimizer}
         )
+
+
+def _names(value, key):
+    """(key, name) of each variant or deep config that a field of ReportParams names, the key
+    down to a mapping's entry."""
+    if isinstance(value, dict):
+        return [
+            pair
+            for name, others in value.items()
+            for pair in ((f"{key}.{name}", name), *_names(others, f"{key}.{name}"))
+        ]
+    names = value if isinstance(value, tuple) else (value,) if value else ()
+    return [(key, name) for name in names]
 
 
 def load_params(values):

@@ -20,11 +20,18 @@ def seed_table(per_seed, seeds):
 
 
 def seed_summary(per_seed):
-    """{"mean": {key: mean}, "sd": {key: sample sd}} over the seeds of each key's list."""
+    """{"mean": {key: mean}, "sd": {key: sample sd}} over the seeds of each key's list; NaN
+    where a seed's value is (a count that an activation has no rule for)."""
     return {
         "mean": {k: statistics.fmean(v) for k, v in per_seed.items()},
-        "sd": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in per_seed.items()},
+        "sd": {k: _sd(v) for k, v in per_seed.items()},
     }
+
+
+def _sd(values):
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def mean_sd(values):

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ..stats import block_means
+from ..stats import block_means, seed_summary
 
 SERIES_EVERY = 10  # each per-step curve is kept as the mean of every 10 steps
 
@@ -18,8 +18,34 @@ def _spread_only(spectra):
     return spectra and {k: v for k, v in spectra.items() if k != "values"}
 
 
-def metrics(result, cfg):
-    """The JSON: losses, each read-out's numbers (init, and final unless training diverged) and
+def metrics(results, seeds, cfg):
+    """The JSON: the first seed's (the notebook's) run in full, every seed's losses, last
+    update:data ratios and saturation under "seeds", and the mean and sd of the losses over
+    the seeds when none diverged."""
+    top = run_metrics(results[0], cfg)
+    top["seeds"] = {str(seed): seed_metrics(r) for seed, r in zip(seeds, results)}
+    losses = {k: [m[k] for m in top["seeds"].values()] for k in ("train_loss", "val_loss")}
+    if all(v is not None for values in losses.values() for v in values):
+        top |= seed_summary(losses)
+    return top
+
+
+def seed_metrics(result):
+    """One seed's run in a few numbers: its losses, where it diverged, each weight's last
+    log10 update:data and each tanh layer's saturation after the last step."""
+    losses = result.split_losses or {}
+    layers = result.final.layers if result.final else {}
+    return {
+        "train_loss": losses.get("train"),
+        "val_loss": losses.get("val"),
+        "diverged_at_step": result.diverged_at,
+        "update_ratio_log10": {k: _finite(v[-1]) for k, v in result.update_ratios.items()},
+        "saturated_pct": {k: v["saturated_pct"] for k, v in layers.items()},
+    }
+
+
+def run_metrics(result, cfg):
+    """One run: losses, each read-out's numbers (init, and final unless training diverged) and
     the spread of the singular values at both."""
     losses = result.split_losses or {}
     return {

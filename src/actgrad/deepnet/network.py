@@ -4,6 +4,7 @@ its last output (`.out`) so that activations and gradients can be read after a s
 BatchNorm keeps running statistics for evaluation, as the notebook's classes do.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -14,8 +15,12 @@ SATURATED = 0.97  # the notebook's: a tanh output with |t| above this counts as 
 
 
 class Linear:
-    def __init__(self, fan_in, fan_out, generator, bias=True):
-        self.weight = torch.randn((fan_in, fan_out), generator=generator) / fan_in**0.5
+    """randn / sqrt(fan_in), or with `scaled` false randn alone: the fan-in scaling forgotten."""
+
+    def __init__(self, fan_in, fan_out, generator, bias=True, scaled=True):
+        self.weight = torch.randn((fan_in, fan_out), generator=generator)
+        if scaled:
+            self.weight = self.weight / fan_in**0.5
         self.bias = torch.zeros(fan_out) if bias else None
 
     def __call__(self, x):
@@ -121,7 +126,7 @@ def build_net(cfg, train, block_size, vocab_size, generator):
     norm = NotebookBatchNorm(momentum=train.bn_momentum, eps=train.bn_eps)
     blocks = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        block = [Linear(fan_in, fan_out, generator, bias=not cfg.batchnorm)]
+        block = [Linear(fan_in, fan_out, generator, not cfg.batchnorm, cfg.fan_in_scaling)]
         if cfg.batchnorm:
             block.append(BatchNorm1d(fan_out, norm))
         if i < train.n_layers:
@@ -137,6 +142,12 @@ def build_net(cfg, train, block_size, vocab_size, generator):
         for block in blocks[:-1]:
             block[0].weight *= cfg.gain
     return net
+
+
+def trained_logits(cfg, train, block_size, vocab_size, state):
+    """The logits function of a net with the weights and running statistics of state_dict()."""
+    net = build_net(cfg, train, block_size, vocab_size, torch.Generator())
+    return functools.partial(evaluation_logits, net.load(state))
 
 
 def evaluation_logits(net, contexts):

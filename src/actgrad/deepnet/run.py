@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..errors import Diverged
 from ..evaluate import split_loss
-from .network import DeepNet, build_net, evaluation_logits
+from .network import build_net, evaluation_logits
 from .probes import ReadOut, read_out, spectra
 
 
@@ -23,20 +23,44 @@ class DeepResult:
     split_losses: dict | None  # {train, val} in evaluation mode after training; None if diverged
     diverged_at: int | None  # the step (from 1) whose minibatch loss was not finite
     spectra: dict  # {"init": spectra(...), "final": spectra(...) or None}
-    net: DeepNet  # as training left it, in evaluation mode unless it diverged
+    state: dict  # the net's tensors as training left them (DeepNet.state_dict)
 
 
-def run_deep(cfg, train, splits, vocab_size):
-    """Train the deep net `train.steps` steps on splits["train"], reading its instruments on the
-    way, then evaluate train and val with BatchNorm's running statistics, as the notebook does.
+def memory_needed(train, block_size):
+    """{param: the bytes that a deep run takes at its peak for the part that param sizes}: a
+    minibatch through the stack, its outputs and gradients kept (batch_size), each step's loss
+    and update:data ratios as Python floats (steps), the fixed batch's Jacobians and their
+    singular values in float64 (jacobian_examples)."""
+    inputs, H, L = block_size * train.n_embd, train.n_hidden, train.n_layers
+    return {
+        "batch_size": train.batch_size * H * (L + 1) * 4 * 8,
+        "steps": train.steps * (L + 3) * 32,
+        "jacobian_examples": train.jacobian_examples * inputs * H * 8 * 3,
+    }
+
+
+def train_deep(seeds, cfg, train, splits, vocab_size, on_chunk=None):
+    """run_deep of each seed: a task of compute.py, one DeepResult per seed."""
+    return [run_deep(cfg, train, splits, vocab_size, seed, on_chunk) for seed in seeds]
+
+
+CHUNK = 100  # steps between two calls of on_chunk
+
+
+def run_deep(cfg, train, splits, vocab_size, seed=None, on_chunk=None):
+    """Train the deep net `train.steps` steps on splits["train"] from `seed` (default the
+    notebook's, the first of train.seeds), reading its instruments on the way, then evaluate
+    train and val with BatchNorm's running statistics, as the notebook does. on_chunk(step,
+    losses) every CHUNK steps.
 
     A non-finite minibatch loss stops training: the result then says at which step (or, at the
     first step, Diverged is raised).
     """
+    seed = train.seeds[0] if seed is None else seed
     X, Y = splits["train"]
-    g = torch.Generator().manual_seed(train.seed)
+    g = torch.Generator().manual_seed(seed)
     net = build_net(cfg, train, X.shape[1], vocab_size, g)
-    probe_generator = torch.Generator().manual_seed(train.seed)
+    probe_generator = torch.Generator().manual_seed(seed)
     probe = X[torch.randint(0, len(X), (train.jacobian_examples,), generator=probe_generator)]
     spectra_at = {"init": spectra(net, probe), "final": None}
     parameters = net.parameters()
@@ -54,7 +78,7 @@ def run_deep(cfg, train, splits, vocab_size):
         loss = F.cross_entropy(net(X[ix]), Y[ix])
         if not torch.isfinite(loss):
             if step == 1:  # nothing to read out
-                raise Diverged(train.seed, step, loss.item())
+                raise Diverged(seed, step, loss.item())
             diverged_at = step
             break
         for layer in net.layers:
@@ -72,6 +96,8 @@ def run_deep(cfg, train, splits, vocab_size):
                 torch.stack([(w - before[n]).std() / w.std() for n, w in weights.items()])
             )
         losses.append(loss.item())
+        if on_chunk and step % CHUNK == 0:
+            on_chunk(step, torch.tensor([losses[-CHUNK:]]))
     update_ratios = dict(zip(weights, torch.stack(ratios).log10().T.tolist()))
     split_losses = None
     if diverged_at is None:
@@ -81,5 +107,5 @@ def run_deep(cfg, train, splits, vocab_size):
         logits_of = functools.partial(evaluation_logits, net)
         split_losses = {name: split_loss(logits_of, *splits[name]) for name in ("train", "val")}
     return DeepResult(
-        init, final, update_ratios, losses, split_losses, diverged_at, spectra_at, net
+        init, final, update_ratios, losses, split_losses, diverged_at, spectra_at, net.state_dict()
     )

@@ -26,6 +26,9 @@ class TrainResult:
     grad_norm: torch.Tensor  # (S, records, params) each tensor's gradient norm
     dead_units: torch.Tensor  # (S, unit records) units inactive on every training context
     distinct_units: torch.Tensor  # (S, unit records) hidden units that differ from each other
+    negative_units: torch.Tensor  # (S, unit records) units whose input is <= 0 on every one
+    distinct_dims: torch.Tensor  # (S, unit records) embedding dimensions that differ
+    distinct_w1_rows: torch.Tensor  # (S, unit records) rows of W1 that differ
     init_z: torch.Tensor  # (S, batch, units) the activation's input at init, first minibatch
     init_h: torch.Tensor  # (S, batch, units) and its output
     changed: torch.Tensor  # (S, params) whether each tensor ended elsewhere than it started
@@ -208,13 +211,16 @@ def _train_steps(weights, generators, X, Y, cfg, variant, on_chunk):
         if on_chunk is not None:
             on_chunk(start + n, losses[: start + n].T)
     units.append(probes.unit_counts(weights, variant, contexts))
-    dead, distinct = (torch.stack(c, 1) for c in zip(*units))
+    dead, distinct, negative, dims, rows = (torch.stack(c, 1) for c in zip(*units))
     return {
         "losses": losses.T,
         "update_ratio": update_ratio.transpose(0, 1),
         "grad_norm": grad_norm.transpose(0, 1),
         "dead_units": dead,
         "distinct_units": distinct,
+        "negative_units": negative,
+        "distinct_dims": dims,
+        "distinct_w1_rows": rows,
     }
 
 
@@ -224,6 +230,22 @@ def _check_diverged(chunk, seeds, start, max_loss):
     if bad.any():
         i, s = (int(v) for v in bad.nonzero()[0])
         raise Diverged(seeds[s], start + i, chunk[i, s].item())
+
+
+def memory_needed(cfg, seeds, vocab_size, block_size, examples):
+    """{param: the bytes that training takes at its peak for the part that param sizes}: a
+    chunk of curve_every steps' minibatches and a step's activations (batch_size), every
+    step's loss and every record (steps), the dead units counted over the training contexts
+    (n_hidden)."""
+    S, B, H, V, T = len(seeds), cfg.batch_size, cfg.n_hidden, vocab_size, block_size
+    chunk = cfg.curve_every * S * B * (8 * T + 8 + 8 + 4 * V + 4)  # rows, ix, targets, dnll, loss
+    step = S * B * (4 * (T * cfg.n_embd + 1) + 40 * H + 12 * V)
+    records = math.ceil(cfg.steps / cfg.ratio_every) * S * 12 * 4
+    return {
+        "batch_size": chunk + step,
+        "steps": cfg.steps * S * 4 + records,
+        "n_hidden": examples * H * 16,
+    }
 
 
 def train_group(seeds, variant, cfg, X, Y, vocab_size, on_chunk=None):

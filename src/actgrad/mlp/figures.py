@@ -28,13 +28,27 @@ def train_figures(name, variant, cfg, weights, result):
         f"{name}: update:data ratio, std(θ after - θ before) / std(θ after)\nseed {seed}",
     )
     units, norms = unit_steps(cfg), "gradient norm of each tensor"
-    dead = f"dead units: inactive ({activation.inactive_rule or 'never'}) on every training context"
-    distinct = "distinct hidden units (W1 column, b1)"
+    dead = "hidden units off on every training context"
+    distinct = "distinct hidden units (W1 column, b1), embedding dimensions (C column), W1 rows"
+    grads = {
+        name + " (0 throughout)" * (not norm.any()): norm.tolist()
+        for name, norm in zip(weights.params, result.grad_norm[0].T)
+    }
+    off = {"input <= 0 (a ReLU's are dead)": result.negative_units[0].tolist()}
+    if activation.inactive_rule:
+        off[f"inactive: {activation.inactive_rule}"] = result.dead_units[0].tolist()
     figures["units"] = series_figure(
         {
-            norms: (steps, dict(zip(weights.params, result.grad_norm[0].T.tolist()))),
-            dead: (units, {"dead": result.dead_units[0].tolist()}),
-            distinct: (units, {"distinct": result.distinct_units[0].tolist()}),
+            norms: (steps, grads),
+            dead: (units, off),
+            distinct: (
+                units,
+                {
+                    "hidden units": result.distinct_units[0].tolist(),
+                    "embedding dims": result.distinct_dims[0].tolist(),
+                    "W1 rows": result.distinct_w1_rows[0].tolist(),
+                },
+            ),
         },
         f"{name}: gradients and hidden units over training (seed {seed})",
         symlog=(norms,),

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..stats import block_means, curve, seed_table
+from .calibration import calibrate
 from .network import loss, seed_losses
 from .probes import MATRICES
 
@@ -67,10 +68,11 @@ def one_unit_loss(w, variant, X, Y):
 
 
 def seed_metrics(weights, result, variant, splits):
-    """{metric: [one value per seed]}: the losses over each split and at init, the dead and
-    distinct hidden units and, where every seed's units ended as copies of one, the loss of the
-    network cut to that one unit (elsewhere that loss means nothing, and it moves far more than
-    the model's own loss from CPU to CPU)."""
+    """{metric: [one value per seed]}: the losses over each split and at init, the dead,
+    distinct and negative hidden units and the distinct embedding dimensions, where every
+    seed's units ended as copies of one the loss of the network cut to that one unit (elsewhere
+    that loss means nothing, and it moves far more than the model's own loss from CPU to CPU),
+    and beside BatchNorm how far its running statistics are from the calibrated ones."""
     values = {
         f"{name}_loss": seed_losses(weights, variant, X, Y) for name, (X, Y) in splits.items()
     }
@@ -83,6 +85,14 @@ def seed_metrics(weights, result, variant, splits):
     values["dead_units_final"] = result.dead_units[:, -1].tolist()
     values["dead_units_max"] = result.dead_units.max(1).values.tolist()
     values["distinct_units_final"] = result.distinct_units[:, -1].tolist()
+    values["negative_units_init"] = result.negative_units[:, 0].tolist()
+    values["negative_units_final"] = result.negative_units[:, -1].tolist()
+    values["distinct_dims_final"] = result.distinct_dims[:, -1].tolist()
+    values["distinct_w1_rows_final"] = result.distinct_w1_rows[:, -1].tolist()
+    if variant.batchnorm:
+        gaps = calibrate(weights, variant, splits)[0]["seeds"].values()
+        for key in ("mean_max_abs_diff", "std_max_rel_diff", "val_loss"):
+            values[f"calibrated_{key}"] = [gap[key] for gap in gaps]
     return values
 
 
@@ -118,7 +128,7 @@ def variant_metrics(weights, result, variant, cfg, splits, vocab_size):
     return metrics
 
 
-SERIES_UNITS = ("dead_units", "distinct_units")
+SERIES_UNITS = ("dead_units", "distinct_units", "negative_units", "distinct_dims")
 
 
 def series_columns(tensors):
@@ -130,8 +140,8 @@ def series_columns(tensors):
 
 def series_rows(weights, result, cfg):
     """Every seed's rows of the series CSV: per `curve_every` steps the mean loss, update:data
-    ratios and gradient norms, and the dead and distinct units where they were counted (NaN
-    elsewhere)."""
+    ratios and gradient norms, and the counts of units and dimensions where they were counted
+    (NaN elsewhere)."""
     blocks = list(range(0, cfg.steps, cfg.curve_every))
     loss_curve = curve(result.losses, cfg.curve_every).tolist()
     log10_curve = curve(result.losses.log10(), cfg.curve_every).tolist()
@@ -143,14 +153,8 @@ def series_rows(weights, result, cfg):
     for i, seed in enumerate(weights.seeds):
         for b, step in enumerate(blocks):
             k = counted.get(step)
-            units = (
-                [math.nan, math.nan]
-                if k is None
-                else [
-                    result.dead_units[i, k].item(),
-                    result.distinct_units[i, k].item(),
-                ]
-            )
+            counts = [getattr(result, name) for name in SERIES_UNITS]
+            units = [math.nan] * len(counts) if k is None else [c[i, k].item() for c in counts]
             rows.append(
                 (
                     seed,

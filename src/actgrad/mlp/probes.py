@@ -25,21 +25,33 @@ def update_ratios(before, params):
 
 @torch.no_grad()
 def unit_counts(weights, variant, contexts):
-    """(dead, distinct) hidden units of each seed: dead means inactive (the activation's rule)
-    on every one of `contexts`, NaN where the activation has no such rule; distinct counts the
-    units that compute different functions of the input: different W1 columns, biases or gains."""
+    """(dead, distinct, negative, distinct dims, distinct W1 rows) of each seed: dead means
+    inactive (the activation's rule) on every one of `contexts`, NaN where the activation has
+    no such rule; distinct counts the units that compute different functions of the input
+    (different W1 columns, biases or gains); negative, the units whose input to the activation
+    is <= 0 on every context (a ReLU's are dead; a leaky ReLU's or an ELU's still learn); the
+    distinct dims, the columns of the embedding C that differ from each other, and the W1 rows,
+    those of W1's rows (one per context position and embedding dimension) that do."""
     activation, norm = variant.activation, variant.norm
-    dead, distinct = [], []
+    dead, distinct, negative, dims, rows = [], [], [], [], []
     for s in range(len(weights.seeds)):
         w = weights.seed_slice(s)
         a = w["C"][contexts].view(len(contexts), -1) @ w["W1"] + w.get("b1", 0)
         z = norm.evaluate(a, w.get("norm_gain"), w.get("norm_bias"), w)
         inactive = activation.inactive(z, activation.forward(z))
         dead.append(math.nan if inactive is None else float(inactive.all(0).sum()))
+        negative.append(float((z <= 0).all(0).sum()))
         units = torch.cat([w[n].T for n in ("W1", "b1", "norm_gain", "norm_bias") if n in w], 1)
-        same = (units[:, None] == units[None]).all(-1)  # (H, H): unit i equals unit j
-        distinct.append(float(len(units) - same.triu(1).any(0).sum()))  # minus the repeats
-    return torch.tensor(dead), torch.tensor(distinct)
+        distinct.append(_distinct(units))
+        dims.append(_distinct(w["C"].T))
+        rows.append(_distinct(w["W1"]))
+    return tuple(map(torch.tensor, (dead, distinct, negative, dims, rows)))
+
+
+def _distinct(rows):
+    """How many of the rows of a 2-D tensor differ from each other, to the bit."""
+    same = (rows[:, None] == rows[None]).all(-1)  # row i equals row j
+    return float(len(rows) - same.triu(1).any(0).sum())  # minus the repeats
 
 
 def unique_contexts(X, vocab_size):

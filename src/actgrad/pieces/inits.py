@@ -34,17 +34,21 @@ class Randn(Init):
 
 
 class Kaiming(Init):
-    """randn × gain / √fan_in; the gain is the activation's unless given."""
+    """randn × gain / √fan_in, which keeps the forward pass's scale through the layer, or with
+    mode fan_out randn × gain / √fan_out, which keeps the backward pass's; the gain is the
+    activation's unless given."""
 
     name: Literal["kaiming"] = "kaiming"
     gain: float | None = Field(None, gt=0)
+    mode: Literal["fan_in", "fan_out"] = "fan_in"
 
     def tensor(self, drawn, fan_in, fan_out, activation_gain):
         gain = activation_gain if self.gain is None else self.gain
-        return drawn * gain / fan_in**0.5
+        return drawn * gain / (fan_in if self.mode == "fan_in" else fan_out) ** 0.5
 
     def __str__(self):
-        return "kaiming" if self.gain is None else f"kaiming {self.gain:g}"
+        words = ["kaiming"] + ([f"{self.gain:g}"] if self.gain is not None else [])
+        return " ".join(words + (["fan_out"] if self.mode == "fan_out" else []))
 
 
 class Xavier(Init):
@@ -59,6 +63,20 @@ class Xavier(Init):
 
     def __str__(self):
         return "xavier" if self.gain is None else f"xavier {self.gain:g}"
+
+
+class TorchLinear(Init):
+    """torch.nn.Linear's own default, for its weight and its bias: uniform on
+    (-1/√fan_in, 1/√fan_in). Made from the randn draw z as erf(z/√2)/√fan_in: erf(z/√2) is
+    uniform on (-1, 1)."""
+
+    name: Literal["torch_linear"] = "torch_linear"
+
+    def tensor(self, drawn, fan_in, fan_out, activation_gain):
+        return (drawn / 2**0.5).erf() / fan_in**0.5
+
+    def __str__(self):
+        return "torch_linear"
 
 
 class Zeros(Init):

@@ -5,10 +5,12 @@ and returns markdown, or None where params.yaml leaves the section out. The word
 answers.py and the tables from report.py.
 """
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..stats import mean_sd
 from . import answers
 from .tables import (
     SIGNIFICANCE,
@@ -16,10 +18,13 @@ from .tables import (
     comparison_table,
     comparisons,
     conditioning_table,
+    deep_lesson_table,
     deep_table,
+    differences,
     drift,
     instruments_table,
     optimizer_table,
+    seed_values,
 )
 
 DEEP_LAYER_FIGURES = ("activations", "gradients", "weight_grads", "update_ratio")
@@ -33,6 +38,9 @@ class Study:
     expected: dict  # expected.yaml
     samples: str  # the folder of the sampled names, relative to the report
     figures: str  # the folder of the figures, relative to the report
+    demos: dict | None = None  # metrics/demos.json
+    series: dict = field(default_factory=dict)  # {variant: its series CSV, a files.Table}
+    curves: dict = field(default_factory=dict)  # {variant: (steps, log10 losses)}, as drawn
 
 
 def table(frame):
@@ -41,6 +49,25 @@ def table(frame):
 
 def figures_line(names, kind, folder):
     return " ".join(f"![{n} {kind}]({folder}/{n}_{kind}.png)" for n in names)
+
+
+def deep_figures(names, kinds, folder):
+    return " ".join(f"![{n} {k}]({folder}/deep/{n}_{k}.png)" for n in names for k in kinds)
+
+
+def column(table, name):
+    """The finite values of one column of a CSV's Table."""
+    k = table.columns.index(name)
+    return [row[k] for row in table.rows if math.isfinite(row[k])]
+
+
+def steps_of(params, name):
+    return params.train_of(name).steps
+
+
+def deep_rows(study, names):
+    """(name, metrics, config with its optimizer) of deep configs."""
+    return [(n, study.deep[n], study.params.deep_config(n)) for n in names]
 
 
 def drift_table(checks):
@@ -66,14 +93,36 @@ def lecture(study, overlay):
 Seed {seeds[0]} (the lecture's) for the single-seed columns; mean ± sd over seeds {list(seeds)}.
 `calibrate` evaluates the `{params.calibrate.variant}` model with BatchNorm statistics measured
 once over the whole training set instead of the running ones.
-`Δ val` is the change from the row above; `lecture val` is the lecture's published number and
-`within tol` says whether ours matches it within the tolerance in `expected.yaml`.
+`Δ val` is the change from the row above; `lecture val` is the lecture's published number, and
+`within tol` names the losses of the row that `expected.yaml` checks against the lecture's
+(first seed) and says whether ours are within their tolerances{unchecked(study.expected, rows)}.
 `beats noise`: one-sided Welch's t-test that the row's per-seed val losses have a lower mean
 than the row above's, at p < {SIGNIFICANCE}.
 
 {table(comparison_table(rows, study.expected))}
 
-![loss curves]({study.figures}/{overlay})"""
+![loss curves]({study.figures}/{overlay})
+
+{hockey_stick(study)}"""
+
+
+def unchecked(expected, rows):
+    """ "; `baseline`'s val loss is shown, not checked": the lecture's numbers without a
+    tolerance."""
+    shown = [
+        f"`{name}`'s {metric.replace('_', ' ')}"
+        for name, _ in rows
+        for metric, spec in expected.get(name, {}).items()
+        if spec.get("tol") is None
+    ]
+    return f" ({', '.join(shown)}: shown, not checked)" if shown else ""
+
+
+def hockey_stick(study):
+    lecture = study.params.report.lecture
+    if len(lecture) < 2 or not all(n in study.curves for n in lecture[:2]):
+        return ""
+    return answers.hockey_stick(*lecture[:2], study.curves, study.params.train.curve_every)
 
 
 def beyond(study):
@@ -125,16 +174,156 @@ constant init make them.
 
 
 def calibration(study):
-    m, seeds = study.metrics["calibrate"], study.params.train.seeds
+    params = study.params
+    m, seeds = study.metrics["calibrate"], params.train.seeds
+    names = params.report.running_momentum
+    momentum = ""
+    if names:
+        rows = [(n, study.metrics[n], params.variant(n).norm.momentum) for n in names]
+        momentum = f"""
+
+{answers.running_momentum(rows, params.train.batch_size)}
+
+{figures_line(names, "update_ratio", study.figures)}"""
     return f"""## BatchNorm: running vs calibrated statistics
 
-Largest gap over the {len(m["seeds"])} seeds' neurons: mean
-{m["mean"]["mean_max_abs_diff"]:.4f} (absolute), std
-{m["mean"]["std_max_rel_diff"]:.2%} (relative); val loss with running
-statistics {m["running_val_loss"]:.4f}, calibrated
-{m["val_loss"]:.4f} (seed {seeds[0]}).
+`{params.calibrate.variant}`'s running statistics against the ones measured once over the whole
+training set. {answers.calibration(m, seeds)}
 
-![BatchNorm calibration]({study.figures}/bn_calibration.png)"""
+![BatchNorm calibration]({study.figures}/bn_calibration.png){momentum}"""
+
+
+def init_loss(study):
+    if not study.demos:
+        return None
+    demos, seed = study.params.demos, study.params.train.seeds[0]
+    return f"""## The loss at init (the lecture's first fix)
+
+{answers.init_loss(study.demos, demos.variant, seed, demos.confident)}
+
+![the loss at init]({study.figures}/demo_init_loss.png)"""
+
+
+def weight_scale(study):
+    if not study.demos:
+        return None
+    return f"""## Why the weights are scaled: `x @ w`
+
+{answers.weight_scale(study.demos["x_w_std"], study.params.demos.x_w)}
+
+![x @ w]({study.figures}/demo_weight_scale.png)"""
+
+
+def dead_relus(study):
+    params, metrics = study.params, study.metrics
+    names = params.report.dead_relus
+    if not names:
+        return None
+    rows = [(n, metrics[n], params.variant(n), steps_of(params, n)) for n in names]
+    others = [
+        (n, metrics[n], params.variant(n))
+        for n, v in params.variants.items()
+        if v.activation.name == "relu" and n not in names
+    ]
+    table_rows = [
+        {
+            "variant": n,
+            "activation": v.activation.name,
+            "steps": f"{steps:,}",
+            "input ≤ 0 everywhere: init": answers.seeds_range(m, "negative_units_init", ".0f"),
+            "final": answers.seeds_range(m, "negative_units_final", ".0f"),
+            "dead (its rule): final": ""
+            if None in seed_values(m, "dead_units_final")
+            else answers.seeds_range(m, "dead_units_final", ".0f"),
+            f"val mean ± sd (n={len(m['seeds'])})": mean_sd(seed_values(m, "val_loss")),
+        }
+        for n, m, v, steps in rows
+    ]
+    return f"""## ReLUs that die
+
+A unit whose input is ≤ 0 on every context of the training split (counted every
+{params.train.units_every:,} steps, and at the end; over the seeds):
+
+{answers.dead_relus(rows, others, params.train.n_hidden)}
+
+{table(pd.DataFrame(table_rows))}
+
+{figures_line([*names, *(n for n, _, _ in others)], "units", study.figures)}"""
+
+
+def kaiming_modes(study):
+    params, metrics = study.params, study.metrics
+    names = params.report.kaiming_modes
+    if not names:
+        return None
+    vocab = round(math.exp(metrics[names[0]]["init_ideal_loss"]))
+    fan_in = params.split.block_size * params.train.n_embd
+    fans = {"W1": (fan_in, params.train.n_hidden), "W2": (params.train.n_hidden, vocab)}
+    rows = [(n, metrics[n], params.variant(n)) for n in names]
+    return f"""## Kaiming's other half: fan_out, and PyTorch's default
+
+{answers.kaiming_modes(rows, fans)}
+
+{figures_line(names, "init", study.figures)}
+
+{figures_line(names, "update_ratio", study.figures)}"""
+
+
+def batchnorm_side_effects(study):
+    params, metrics, report = study.params, study.metrics, study.params.report
+    n_layers = params.deep_train.n_layers
+    parts = []
+    if report.bias_before_batchnorm:
+        bn, b1 = report.bias_before_batchnorm
+        series = study.series[b1]
+        norms = {t: column(series, f"grad_norm_{t}") for t in ("b1", "W1")}
+        parts += [
+            answers.bias_before_batchnorm([(bn, metrics[bn]), (b1, metrics[b1])], norms),
+            figures_line([b1], "update_ratio", study.figures),
+        ]
+    if report.train_val_gap:
+        parts.append(answers.train_val_gap([(n, metrics[n]) for n in report.train_val_gap]))
+    if report.deep_batchnorm_gains:
+        rows = deep_rows(study, report.deep_batchnorm_gains)
+        parts += [
+            answers.deep_gains(rows, n_layers),
+            table(deep_lesson_table(rows, n_layers)),
+            deep_figures(
+                report.deep_batchnorm_gains, ("activations", "update_ratio"), study.figures
+            ),
+        ]
+    if report.deep_batchnorm_lr:
+        rows = deep_rows(study, report.deep_batchnorm_lr)
+        fan_ins = (params.split.block_size * params.deep_train.n_embd, params.deep_train.n_hidden)
+        parts += [
+            answers.deep_lr(rows, n_layers, fan_ins),
+            table(deep_lesson_table(rows, n_layers)),
+            deep_figures(report.deep_batchnorm_lr, ("activations", "update_ratio"), study.figures),
+        ]
+    if not parts:
+        return None
+    body = "\n\n".join(parts)
+    return f"""## BatchNorm's side effects
+
+{body}"""
+
+
+def deep_miscalibrated(study):
+    names = study.params.report.deep_miscalibrated
+    if not names:
+        return None
+    n_layers = study.params.deep_train.n_layers
+    rows = deep_rows(study, names)
+    return f"""## The deep network miscalibrated
+
+The lecture's two mistakes on its deep tanh stack, over the seeds: a learning rate far too low,
+and weights drawn without the 1/√fan_in.
+
+{answers.deep_miscalibrated(rows, n_layers)}
+
+{table(deep_lesson_table(rows, n_layers))}
+
+{deep_figures(names, ("activations", "update_ratio"), study.figures)}"""
 
 
 def zero_init(study):
@@ -149,16 +338,47 @@ def zero_init(study):
 
 
 def symmetry(study):
-    names = study.params.report.symmetry
-    if not names:
+    params, metrics = study.params, study.metrics
+    names, embedding = params.report.symmetry, params.report.embedding_symmetry
+    if not names and not embedding and not study.demos:
         return None
-    constant, broken = names
-    metrics = study.metrics
+    parts = []
+    if names:
+        constant, broken = names
+        differs = ", ".join(differences(params.variant(constant), params.variant(broken)))
+        parts += [
+            "Exercise 1 asks for symmetries other than the permutation of the hidden units. "
+            "First the one that constant init keeps: "
+            + answers.symmetry(constant, metrics[constant], broken, metrics[broken], differs),
+            figures_line(names, "units", study.figures),
+        ]
+    if embedding:
+        constant, broken = embedding
+        steps = {n: steps_of(params, n) for n in embedding}
+        parts += [
+            answers.embedding_symmetry(
+                constant,
+                metrics[constant],
+                broken,
+                metrics[broken],
+                params.train.n_embd,
+                params.split.block_size,
+                steps,
+            ),
+            figures_line(embedding, "units", study.figures),
+        ]
+    if study.demos:
+        vocab = round(math.exp(study.demos["ideal_init_loss"]))
+        parts += [
+            answers.softmax_regression(
+                study.demos["softmax_regression"], vocab, params.demos.softmax_regression
+            ),
+            f"![softmax regression]({study.figures}/demo_softmax_regression.png)",
+        ]
+    body = "\n\n".join(parts)
     return f"""## 2. Symmetry (d2l 5.4, exercises 1 and 2)
 
-{answers.symmetry(constant, metrics[constant], broken, metrics[broken])}
-
-{figures_line(names, "units", study.figures)}"""
+{body}"""
 
 
 def fold(study):
@@ -169,32 +389,35 @@ def fold(study):
 
 
 def lars(study):
-    compare, deep = study.params.report.deep_compare, study.deep
+    compare = study.params.report.deep_compare
     if not compare:
         return None
-    pairs = [((n, deep[n]), (other, deep[other])) for n, other in compare.items()]
-    rows = [row for pair in pairs for row in pair]
-    figures = " ".join(
-        f"![{n} update:data]({study.figures}/deep/{n}_update_ratio.png)" for n, _ in rows
-    )
+    triples = [deep_rows(study, [n, *others]) for n, others in compare.items()]
+    rows = [row for triple in triples for row in triple]
+    names = [n for n, _, _ in rows]
+    n_layers = study.params.deep_train.n_layers
     return f"""## 4. LARS where SGD diverges or spreads the steps (d2l 5.4, exercise 4)
 
-{answers.lars(pairs)}
+Each LARS config against the same stack with SGD and with SGD's momentum alone (LARS's own
+momentum, without its layer-wise trust ratio), over the {len(study.params.deep_train.seeds)}
+seeds of `deep_train.seeds`.
 
-{table(optimizer_table(rows))}
+{answers.lars(triples)}
 
-{figures}"""
+{table(deep_lesson_table(rows, n_layers))}
+
+{deep_figures(names, ("update_ratio", "activations"), study.figures)}"""
 
 
 def conditioning(study):
     params, compare = study.params, study.params.report.deep_compare
-    # the configs that differ only in their optimizer start alike: compare the others
+    # the LARS configs start as their SGD stacks do: compare the others
     plain_deep = [(n, m) for n, m in study.deep.items() if n not in compare]
-    tanh_gains = {
-        n: c.gain
-        for n, c in params.deep.items()
-        if c.activation.name == "tanh" and not c.batchnorm and n not in compare
-    }
+    tanh_gains = {}  # the plain tanh stacks scaled by 1/√fan_in, one per gain
+    for n, c in params.deep.items():
+        plain = c.activation.name == "tanh" and not c.batchnorm and c.fan_in_scaling
+        if plain and n not in compare and c.gain not in tanh_gains.values():
+            tanh_gains[n] = c.gain
     return f"""## 5. Conditioning (d2l 5.4, exercise 3)
 
 For every deep config, at init and after the last step: the singular values of the Jacobian
@@ -218,8 +441,10 @@ def notebook(study):
 {train.n_layers} hidden layers of {train.n_hidden}, trained for
 {train.steps:,} steps (the notebook's 1,001: it breaks after the update of step
 i = 1000), then evaluated with BatchNorm's running statistics (momentum
-{train.bn_momentum}, eps {train.bn_eps:g}), as the notebook does.
-Train and val loss of every config, and each weight's log10 update:data at the last step:
+{train.bn_momentum}, eps {train.bn_eps:g}), as the notebook does, on each of the seeds
+{list(train.seeds)} (the first is the notebook's).
+Train and val loss of every config, at the first seed and over the seeds, and each weight's log10
+update:data at the last step of the first seed:
 
 {table(optimizer_table(list(study.deep.items())))}
 
@@ -246,7 +471,8 @@ def deep_layers(study):
     )
     return f"""## The deep network's layers
 
-Every cell reads "at init → after the last step" for the hidden layer's output (after its
+At the first seed, {study.params.deep_train.seeds[0]} (the notebook's). Every cell reads "at
+init → after the last step" for the hidden layer's output (after its
 activation): saturated means |t| > 0.97 (tanh only), grad is the gradient of the layer's
 output, and weight grad:data is std(grad) / std(weight) of the Linear feeding the layer.
 
@@ -261,7 +487,13 @@ def comparison(study, overlay):
         lecture(study, overlay),
         beyond(study),
         instruments(study),
+        init_loss(study),
+        weight_scale(study),
+        dead_relus(study),
+        kaiming_modes(study),
         calibration(study),
+        batchnorm_side_effects(study),
+        deep_miscalibrated(study),
         zero_init(study),
         symmetry(study),
         fold(study),

@@ -65,6 +65,107 @@ def seed_values(metrics, key):
     return [seed[key] for seed in metrics["seeds"].values()]
 
 
+def span(values, fmt=".4f"):
+    """The range of `values` as printed, "2.1 to 2.2", or the one value where both ends print
+    alike; "" where there is none."""
+    if not values:
+        return ""
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low} to {high}"
+
+
+# --- the deep network over its seeds ----------------------------------------------------------
+
+
+def trained_seeds(m):
+    """The per-seed numbers of a deep config's seeds that did not diverge."""
+    return [s for s in m["seeds"].values() if not s["diverged_at_step"]]
+
+
+def diverged_steps(m):
+    """The step at which each seed of a deep config that diverged did."""
+    return [s["diverged_at_step"] for s in m["seeds"].values() if s["diverged_at_step"]]
+
+
+def hidden_weights(m, n_layers):
+    """The names of the hidden Linears' weights (W1 .. Wn) among a deep config's ratios."""
+    return [k for k in m["update_ratio_log10"] if k.startswith("W")][:n_layers]
+
+
+def seed_ratios(m, keys):
+    """Every finite last log10 update:data of the weights `keys`, over the trained seeds."""
+    ratios = [s["update_ratio_log10"][k] for s in trained_seeds(m) for k in keys]
+    return [r for r in ratios if r is not None]
+
+
+def seed_saturation(m):
+    """Every hidden layer's saturation (%) after the last step, over the trained seeds; empty
+    where the activation has none (not tanh)."""
+    return [v for s in trained_seeds(m) for v in s["saturated_pct"].values() if v is not None]
+
+
+def layer_values(m, moment, key):
+    """A statistic of every hidden layer of the first seed, at "init" or "final" (empty where
+    it diverged, or where the statistic is not defined)."""
+    read = m[moment]
+    if not read:
+        return []
+    return [layer[key] for layer in read["layers"].values() if layer[key] is not None]
+
+
+def seeds_cell(m, key):
+    """A deep config's loss over its seeds: mean ± sd, "diverged (step 6)" where every seed
+    diverged, and how many did where some did."""
+    done, steps = [s[key] for s in trained_seeds(m)], diverged_steps(m)
+    if not done:
+        return f"diverged (step {span(steps, 'd')})"
+    if steps:
+        return f"{mean_sd(done)} ({len(steps)} of {len(m['seeds'])} diverged)"
+    return mean_sd(done)
+
+
+def optimizer_words(opt):
+    """ "lars lr 0.1, momentum 0.9, trust 0.01": an optimizer and the hyperparameters that
+    tell it apart."""
+    values = opt.model_dump()
+    keys = [k for k in ("momentum", "trust") if values.get(k) is not None]
+    return ", ".join([f"{opt.name} lr {opt.lr:g}", *(f"{k} {values[k]:g}" for k in keys)])
+
+
+def recipe_words(cfg):
+    """A deep config in a few words: "tanh, gain 1.67, BatchNorm, sgd lr 0.1"."""
+    words = [cfg.activation.name, f"gain {cfg.gain:.3g}"]
+    words += ["BatchNorm"] if cfg.batchnorm else []
+    words += [] if cfg.fan_in_scaling else ["no 1/√fan_in"]
+    return ", ".join([*words, optimizer_words(cfg.optimizer)])
+
+
+def deep_lesson_table(rows, n_layers):
+    """Deep configs side by side: what each is, its hidden layers' output std at init and after
+    the last step (first seed, every layer), their saturation after the last step and the
+    hidden weights' last log10 update:data (every layer and trained seed), and the losses over
+    the seeds. `rows`: (name, metrics, config with its optimizer)."""
+    table = []
+    for name, m, cfg in rows:
+        final = span(layer_values(m, "final", "act_std"), ".2f") or "diverged"
+        n = len(m["seeds"])
+        table.append(
+            {
+                "config": name,
+                "recipe": recipe_words(cfg),
+                "act std: init → final": f"{span(layer_values(m, 'init', 'act_std'), '.2f')} "
+                f"→ {final}",
+                "saturated % (final)": span(seed_saturation(m), ".1f"),
+                "hidden log10 update:data": span(
+                    seed_ratios(m, hidden_weights(m, n_layers)), ".2f"
+                ),
+                f"train mean ± sd (n={n})": seeds_cell(m, "train_loss"),
+                f"val mean ± sd (n={n})": seeds_cell(m, "val_loss"),
+            }
+        )
+    return pd.DataFrame(table)
+
+
 def comparison_table(rows, expected):
     """The lecture's table: each row against the row above, and against the lecture's numbers.
 
@@ -75,7 +176,7 @@ def comparison_table(rows, expected):
     table, prev = [], None
     for name, m in rows:
         val = seed_values(m, "val_loss")
-        ok = [v for (row, _), v in checks.items() if row == name]
+        checked = [(metric, v) for (row, metric), v in checks.items() if row == name]
         published = expected.get(name, {}).get("val_loss", {}).get("value")
         p = welch_p(prev[1], val) if prev else math.nan
         table.append(
@@ -86,7 +187,7 @@ def comparison_table(rows, expected):
                 "val": f"{m['val_loss']:.4f}",
                 "Δ val": f"{m['val_loss'] - prev[0]:+.4f}" if prev else "",
                 "lecture val": f"{published:.4f}" if published is not None else "",
-                "within tol": ("yes" if all(ok) else "NO") if ok else "",
+                "within tol": within_tol(checked),
                 f"train mean ± sd (n={len(val)})": mean_sd(seed_values(m, "train_loss")),
                 f"val mean ± sd (n={len(val)})": mean_sd(val),
                 "beats noise": ""
@@ -96,6 +197,33 @@ def comparison_table(rows, expected):
         )
         prev = (m["val_loss"], val)
     return pd.DataFrame(table)
+
+
+def metric_words(metric):
+    """ "running_val_loss" -> "running val": a checked loss in the lecture table's words."""
+    return metric.removesuffix("_loss").replace("_", " ")
+
+
+def within_tol(checked):
+    """The `within tol` cell of a row: which of its numbers expected.yaml checks, and whether
+    they are within their tolerances ("yes: train, val"; "NO: val; yes: train"); blank where
+    none is checked."""
+    if not checked:
+        return ""
+    bad = [metric_words(m) for m, ok in checked if not ok]
+    good = [metric_words(m) for m, ok in checked if ok]
+    if not bad:
+        return f"yes: {', '.join(good)}"
+    return f"NO: {', '.join(bad)}" + (f"; yes: {', '.join(good)}" if good else "")
+
+
+def welch_verdict(before, after):
+    """(word, p) of a two-sided Welch's t-test on per-seed values: "lower" or "higher" where
+    p < SIGNIFICANCE, else "no difference"; p NaN with fewer than two seeds a side."""
+    p = welch_p(before, after, alternative="two-sided")
+    if not p < SIGNIFICANCE:
+        return "no difference", p
+    return ("lower" if statistics.fmean(after) < statistics.fmean(before) else "higher"), p
 
 
 def differences(a, b):
@@ -114,7 +242,7 @@ def comparisons(params):
     lecture = params.report.lecture
     variants = {name: params.variant(name) for name in params.variants}
     pairs = {}
-    for name in (n for n in variants if n not in lecture):
+    for name in (n for n in variants if n not in lecture and not variants[n].steps):
         if name in params.report.compare:
             pairs[name] = (params.report.compare[name], None)
             continue
@@ -131,18 +259,21 @@ STUCK = 0.05  # log10: a variant that ends this far above the best (12% in loss)
 
 
 def overlay_panels(params, curves):
-    """{panel title: {variant: log10 loss per block}}: the lecture's variants, the others that
-    train, and those that end more than STUCK above the best, in a panel of their own so that
-    they squash no other curve."""
-    best = min(values[-1] for values in curves.values())
-    stuck = [n for n, values in curves.items() if values[-1] > best + STUCK]
+    """{panel title: {variant: (steps, log10 losses)}}: the lecture's variants, the others that
+    train, those that end more than STUCK above the best, in a panel of their own so that they
+    squash no other curve, and those that train for steps of their own."""
+    own = [n for n in curves if params.variant(n).steps]
+    full = {n: values for n, (_, values) in curves.items() if n not in own}
+    best = min(values[-1] for values in full.values())
+    stuck = [n for n, values in full.items() if values[-1] > best + STUCK]
     lecture = [n for n in params.report.lecture if n in curves]
     panels = {
         "the lecture's variants": lecture,
-        "beyond the lecture": [n for n in curves if n not in lecture and n not in stuck],
+        "beyond the lecture": [n for n in full if n not in lecture and n not in stuck],
         f"stuck: ending more than {STUCK} above the best log10 loss": [
             n for n in stuck if n not in lecture
         ],
+        "the lessons that train for steps of their own": own,
     }
     return {title: {n: curves[n] for n in names} for title, names in panels.items() if names}
 
@@ -155,8 +286,8 @@ def beyond_table(rows, metrics, compare):
         other = compare[name]
         val, other_val = seed_values(m, "val_loss"), seed_values(metrics[other], "val_loss")
         delta = statistics.fmean(val) - statistics.fmean(other_val)
-        p = welch_p(other_val, val, alternative="two-sided")
-        verdict = "no difference" if not p < SIGNIFICANCE else ("better" if delta < 0 else "worse")
+        word, p = welch_verdict(other_val, val)
+        verdict = {"lower": "better", "higher": "worse"}.get(word, word)
         table.append(
             {
                 "variant": name,
@@ -240,15 +371,22 @@ def deep_outcome(metrics):
 
 
 def optimizer_table(rows):
-    """Deep configs side by side: optimizer, outcome, and each weight's last log10 update:data."""
+    """Deep configs side by side: optimizer, the first seed's outcome, train and val over the
+    seeds, and each weight's last log10 update:data at the first seed."""
     table = []
     for name, m in rows:
-        ratios = {k: "" if v is None else f"{v:.2f}" for k, v in m["update_ratio_log10"].items()}
+        ratios = {
+            k: "" if v is None or m["diverged_at_step"] else f"{v:.2f}"
+            for k, v in m["update_ratio_log10"].items()
+        }
+        n = len(m["seeds"])
         table.append(
             {
                 "config": name,
                 "optimizer": m["optimizer"],
-                "train / val": deep_outcome(m),
+                "train / val (first seed)": deep_outcome(m),
+                f"train mean ± sd (n={n})": seeds_cell(m, "train_loss"),
+                f"val mean ± sd (n={n})": seeds_cell(m, "val_loss"),
                 **{f"{k}": v for k, v in ratios.items()},
             }
         )

@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from .mlp.network import Weights, batch_stats, fold_batchnorm, logits, loss
-from .pieces.norms import NoNorm
-from .stats import seed_table
+from ..pieces.norms import NoNorm
+from ..stats import seed_table
+from .network import Weights, batch_stats, fold_batchnorm, logits, loss
 
 
 def calibrate(weights, variant, splits):
