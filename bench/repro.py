@@ -6,7 +6,8 @@ nothing to do.
 For each way: the wall time against the target of 30 s per train stage and 5 s per other stage,
 how busy the cores were (the CPU seconds of the whole process tree over wall time × cores), and
 the peak resident memory of the process tree (sampled every 0.1 s); then the cluster's time over
-the lanes'. With --plain, a plain `dvc repro -f` too (one stage at a time). Run from the project
+the lanes', and whether the two ways wrote the same bits (every output's md5 in dvc.lock).
+With --plain, a plain `dvc repro -f` too (one stage at a time). Run from the project
 root with the data cache seeded; the outputs are rewritten (with the same bits on one machine).
 
     python bench/repro.py [--plain]
@@ -51,6 +52,13 @@ def run_sampled(cmd):
     return time.perf_counter() - start, cpu_seconds() - cpu, peak
 
 
+def output_hashes():
+    """{path: md5} of every stage output that dvc.lock records."""
+    with open("dvc.lock") as f:
+        stages = load_yaml(f.read())["stages"].values()
+    return {out["path"]: out["md5"] for stage in stages for out in stage.get("outs", [])}
+
+
 def target():
     """(train stages, other stages, target seconds) of the study in dvc.lock."""
     with open("dvc.lock") as f:
@@ -71,16 +79,23 @@ def main(plain):
     train, other, budget = target()
     cores = os.cpu_count()
     print(f"{train} train stages, {other} other stages: target {budget} s; {cores} cores")
-    walls = {}
+    walls, hashes = {}, {}
     for label, cmd in runs.items():
         seconds, cpu, peak = run_sampled(cmd)
-        walls[label] = seconds
+        walls[label], hashes[label] = seconds, output_hashes()
         print(
             f"{label:<34} wall {seconds:6.1f} s ({seconds / budget:.0%} of the target), "
             f"cores busy {cpu / (seconds * cores):.0%}, peak RSS {peak / GIB:.2f} GiB"
         )
     ratio = walls["lanes on one LocalCluster"] / walls["lanes, each stage in its process"]
     print(f"the cluster's wall time over the lanes': {ratio:.3f}x")
+    first, *others = hashes.values()
+    differ = sorted(path for other in others for path in first if other.get(path) != first[path])
+    print(
+        f"outputs of the ways: {len(first)} bit-identical"
+        if not differ
+        else f"outputs of the ways: {len(differ)} of {len(first)} differ: {', '.join(differ)}"
+    )
     noop, _, _ = run_sampled(["dvc", "repro"])
     print(f"dvc repro (nothing to do)          wall {noop:6.1f} s")
 

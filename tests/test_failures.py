@@ -674,8 +674,10 @@ def test_a_forced_rerun_gives_the_same_bits_and_writes_only_through_staging_file
     path, env = copy
     first = lock_hashes(path)
     params = yaml.safe_load((path / "params.yaml").read_text())
-    # names; the split and its summary; 9 per variant; calibrate; fold; 8 per deep config; report
-    assert len(first) == 1 + 2 + 9 * len(params["variants"]) + 3 + 2 + 8 * len(params["deep"]) + 3
+    # names; the split and its summary; 9 per variant; calibrate; fold; 8 per deep config;
+    # demos; report; tour
+    variants, deep = len(params["variants"]), len(params["deep"])
+    assert len(first) == 1 + 2 + 9 * variants + 3 + 2 + 8 * deep + 4 + 3 + 1
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(WRITES_HOOK)

@@ -254,8 +254,11 @@ def list_models(folder):
 
 
 def _mean_sd(metrics, key):
-    """A loss as "mean ± sd" over the seeds, the one value of a single run, or "-"."""
+    """A loss as "mean ± sd" over the seeds, the one value of a single run, "-" where there is
+    none, and "diverged" where a seed diverged."""
     values = [s[key] for s in metrics.get("seeds", {}).values() if key in s]
+    if None in values:
+        return "diverged"
     if len(values) > 1:
         return mean_sd(values)
     if key not in metrics:
