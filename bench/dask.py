@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -93,12 +93,16 @@ def logged_stages():
     stage of its lane starts."""
     stages = {}
     for log in sorted(LOGS.glob("*.log")):
-        events = []
+        events, midnights = [], timedelta(0)
         for line in log.read_text().splitlines():
             match = LINE.match(line)
             if match:
                 clock, stage, words = match.groups()
-                events.append((datetime.strptime(clock, "%H:%M:%S"), stage, words))
+                at = datetime.strptime(clock, "%H:%M:%S") + midnights
+                if events and at < events[-1][0]:  # the clock passed midnight
+                    midnights += timedelta(days=1)
+                    at += timedelta(days=1)
+                events.append((at, stage, words))
         starts = [i for i, e in enumerate(events) if i == 0 or events[i - 1][1] != e[1]]
         for n, i in enumerate(starts):
             end = starts[n + 1] if n + 1 < len(starts) else len(events) - 1

@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -36,9 +37,11 @@ def cpu_seconds():
 
 
 def run_sampled(cmd):
-    """Run cmd; (seconds, CPU seconds of its tree, peak summed RSS of its tree in bytes)."""
+    """Run cmd, its output kept aside (shown if it fails); (seconds, CPU seconds of its tree,
+    peak summed RSS of its tree in bytes)."""
     start, cpu = time.perf_counter(), cpu_seconds()
-    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL)
+    output = tempfile.TemporaryFile()
+    proc = psutil.Popen(cmd, stdout=output, stderr=subprocess.STDOUT)
     peak = 0
     while proc.poll() is None:
         try:
@@ -48,6 +51,8 @@ def run_sampled(cmd):
             pass
         time.sleep(0.1)
     if proc.returncode:
+        output.seek(0)
+        sys.stderr.write(output.read().decode(errors="replace")[-3000:])
         sys.exit(f"{' '.join(cmd)} exited {proc.returncode}")
     return time.perf_counter() - start, cpu_seconds() - cpu, peak
 
@@ -76,13 +81,14 @@ def main(plain):
     }
     if plain:
         runs["dvc repro -f"] = ["dvc", "repro", "-f"]
-    train, other, budget = target()
     cores = os.cpu_count()
-    print(f"{train} train stages, {other} other stages: target {budget} s; {cores} cores")
     walls, hashes = {}, {}
     for label, cmd in runs.items():
         seconds, cpu, peak = run_sampled(cmd)
         walls[label], hashes[label] = seconds, output_hashes()
+        if len(walls) == 1:  # dvc.lock now holds every stage of params.yaml
+            train, other, budget = target()
+            print(f"{train} train stages, {other} other stages: target {budget} s; {cores} cores")
         print(
             f"{label:<34} wall {seconds:6.1f} s ({seconds / budget:.0%} of the target), "
             f"cores busy {cpu / (seconds * cores):.0%}, peak RSS {peak / GIB:.2f} GiB"

@@ -147,6 +147,50 @@ def test_an_unreachable_scheduler_fails_in_one_line_before_any_work(reproduced, 
     assert "seeds x" not in out.stderr  # it stopped before loading the data
 
 
+def test_a_worker_with_other_kernels_is_refused_in_one_line(reproduced, tmp_path):
+    """A worker started with another kernel switch in its environment (which the pins leave as
+    set): the task checks before it trains and the stage stops, its outputs as they were."""
+    path, env = copy_project(reproduced, tmp_path)
+    before = outputs_of(path, ["train@kaiming"])
+    scheduler_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    bin_dir = os.path.dirname(sys.executable)
+    scheduler = subprocess.Popen(
+        [f"{bin_dir}/dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        + ["--scheduler-file", str(scheduler_file)],
+        **quiet,
+    )
+    try:
+        wait_for(scheduler_file.exists, "the scheduler")
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen(
+            [f"{bin_dir}/dask", "worker", address, "--nthreads", "1", "--preload", "actgrad"]
+            + ["--no-dashboard", "--host", "127.0.0.1"],
+            env={**env, "ATEN_CPU_CAPABILITY": "default"},
+            **quiet,
+        )
+        out = run(
+            stage_argv(path, "train@kaiming"),
+            path,
+            {**env, "DASK_SCHEDULER_ADDRESS": address},
+            check=False,
+        )
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=20)
+    finally:
+        scheduler.send_signal(signal.SIGINT)
+        scheduler.wait(timeout=20)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("Error")]
+    assert re.fullmatch(
+        r"Error: worker tcp://127\.0\.0\.1:\d+ computes with ATEN_CPU_CAPABILITY default \(the "
+        r"stage: avx2\).*: start workers with `actgrad worker ADDRESS` or `dask worker "
+        r"--nthreads 1 --preload actgrad ADDRESS` \(train@kaiming left its outputs unchanged\)",
+        line,
+    ), line
+    assert outputs_of(path, ["train@kaiming"]) == before
+
+
 def test_a_diverging_seed_stops_its_stage_in_one_line(reproduced, cluster, tmp_path):
     path, env = copy_project(reproduced, tmp_path)
     address, _ = cluster

@@ -272,7 +272,7 @@ def _mean_sd(metrics, key):
 def worker(address, dask_options):
     """Start a Dask worker for the scheduler at ADDRESS that trains with the study's kernels:
     `dask worker ADDRESS --nthreads 1 --preload actgrad [DASK_OPTIONS]`, the kernel switches
-    set and glibc's malloc left as it is (compute.py says why)."""
+    set, glibc's malloc left as it is and no profiler (compute.py says why)."""
     import dask
     from distributed.cli import dask_worker
 

@@ -171,12 +171,15 @@ def softmax_regression(d, vocab, cfg):
 def fold(variant, m, n_hidden):
     """E02: BatchNorm folded into W1 and b1."""
     diff = max(s["loss_diff"] for s in m["seeds"].values())
-    agree = (
-        f"is the same as BatchNorm's to the printed digits on every seed (the largest "
-        f"difference: {diff:.1g})"
-        if diff < 5e-5
-        else f"differs from BatchNorm's by up to {diff:.4f}"
-    )
+    if diff == 0:
+        agree = "equals BatchNorm's on every seed, to the last bit"
+    elif diff < 5e-5:
+        agree = (
+            f"is the same as BatchNorm's to the printed digits on every seed (they differ by "
+            f"{diff:.1g} at most)"
+        )
+    else:
+        agree = f"differs from BatchNorm's by up to {diff:.4f}"
     return (
         f"The calibrated BatchNorm of `{variant}` folds into W1 and a new b1 for every seed: "
         f"over the whole val split the largest logit difference is "
