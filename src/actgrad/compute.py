@@ -80,11 +80,7 @@ class Tasks:
         if self.client is None:
             return "this process"
         where = f"the Dask cluster at {self.client.scheduler.address} ({self.workers} workers"
-        dashboard = (
-            self.client.dashboard_link
-            if self.client.scheduler_info().get("services", {}).get("dashboard")
-            else None
-        )
+        dashboard = _dashboard(self.client)
         return where + (f", dashboard {dashboard})" if dashboard else ")")
 
     def __call__(self, fn, groups, *shared, on_done=None):
@@ -136,6 +132,20 @@ class Tasks:
             if self.on_progress:
                 self.client.unsubscribe_topic(topic)
         return results
+
+
+def _dashboard(client):
+    """The address of the cluster's dashboard where it answers from here, else None (a
+    scheduler started with --no-dashboard still names one, which answers 404)."""
+    import urllib.request
+
+    if not client.scheduler_info().get("services", {}).get("dashboard"):
+        return None
+    try:
+        with urllib.request.urlopen(client.dashboard_link, timeout=2):
+            return client.dashboard_link
+    except OSError:
+        return None
 
 
 def _task(fn, i, group, shared, expected, topic):
