@@ -57,17 +57,19 @@ def run_sampled(cmd):
     return time.perf_counter() - start, cpu_seconds() - cpu, peak
 
 
-def output_hashes():
+def locked_stages():
+    """dvc.lock's stages, as the last run left them."""
+    with open("dvc.lock") as f:
+        return load_yaml(f.read())["stages"]
+
+
+def output_hashes(stages):
     """{path: md5} of every stage output that dvc.lock records."""
-    with open("dvc.lock") as f:
-        stages = load_yaml(f.read())["stages"].values()
-    return {out["path"]: out["md5"] for stage in stages for out in stage.get("outs", [])}
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def target():
-    """(train stages, other stages, target seconds) of the study in dvc.lock."""
-    with open("dvc.lock") as f:
-        stages = list(load_yaml(f.read())["stages"])
+def target(stages):
+    """(train stages, other stages, target seconds) of the study."""
     train = sum(s.startswith("train@") for s in stages)
     return train, len(stages) - train, TRAIN_TARGET * train + OTHER_TARGET * (len(stages) - train)
 
@@ -85,9 +87,10 @@ def main(plain):
     walls, hashes = {}, {}
     for label, cmd in runs.items():
         seconds, cpu, peak = run_sampled(cmd)
-        walls[label], hashes[label] = seconds, output_hashes()
+        stages = locked_stages()
+        walls[label], hashes[label] = seconds, output_hashes(stages)
         if len(walls) == 1:  # dvc.lock now holds every stage of params.yaml
-            train, other, budget = target()
+            train, other, budget = target(stages)
             print(f"{train} train stages, {other} other stages: target {budget} s; {cores} cores")
         print(
             f"{label:<34} wall {seconds:6.1f} s ({seconds / budget:.0%} of the target), "
