@@ -54,6 +54,37 @@ def test_on_the_machine_that_made_the_outputs_it_demands_their_bits(reproduced, 
     assert " M metrics/kaiming.json" in out.stdout
 
 
+def test_it_tells_moved_source_deps_from_changed_outputs(reproduced, tmp_path):
+    """An edit of the code that leaves every output as it was moves dvc.lock's hashes of its
+    source deps, no output: that fails against HEAD until dvc.lock is committed, and passes
+    against the commit before the edit; an output hash that moves is an output that changed."""
+    path, env = copy_project(reproduced, tmp_path)
+    stats = path / "src/actgrad/stats.py"
+    stats.write_text(stats.read_text() + "# an edit that computes nothing new\n")
+    run(["dvc", "commit", "-f", "report"], path, env)  # the lock as a rerun would write it
+    out = check(path, env)
+    assert out.returncode == 1
+    assert re.search(r"bit mode: \d+ files compared, 0 differ", out.stdout)
+    moved = re.search(r"dvc.lock: the hashes of source deps moved: (.*)", out.stdout)
+    assert moved and moved.group(1) == "src/actgrad/stats.py (1 stage)", out.stdout
+    assert "HEAD's dvc.lock has the old hashes: commit the new dvc.lock" in out.stderr
+
+    commit(path, "an edit of the code")
+    assert check(path, env).returncode == 0
+    out = check(path, env, "--base", "HEAD~1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "src/actgrad/stats.py (1 stage)" in out.stdout
+    assert "the code changed since HEAD~1" in out.stdout
+
+    lock = path / "dvc.lock"
+    outs = lock.read_text().split("outs:", 1)
+    lock.write_text(outs[0] + "outs:" + re.sub(r"md5: \w", "md5: x", outs[1], count=1))
+    out = check(path, env)
+    assert out.returncode == 1
+    assert re.search(r"bit mode: \d+ files compared, 1 differ", out.stdout)
+    assert re.search(r"dvc.lock: \S+ outs", out.stdout)
+
+
 def test_elsewhere_it_compares_values_and_fails_beyond_the_tolerance(reproduced, tmp_path):
     path, env = copy_project(reproduced, tmp_path)
     as_if_made_elsewhere(path, env)

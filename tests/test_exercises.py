@@ -8,7 +8,15 @@ from conftest import LECTURE_SEED, ROOT
 
 from actgrad.mlp import metrics
 from actgrad.mlp.engine import train
-from actgrad.mlp.network import batch_stats, fold_batchnorm, init_weights, logits, loss
+from actgrad.mlp.network import (
+    batch_stats,
+    fold_batchnorm,
+    init_weights,
+    logits,
+    loss,
+    one_unit,
+    seed_losses,
+)
 from actgrad.recipes import load_params
 
 PARAMS = load_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
@@ -60,10 +68,8 @@ def test_constant_init_keeps_every_hidden_unit_a_copy_of_the_first(splits):
     assert (result.distinct_units == 1).all()
     X, Y = splits[1]["val"]
     variant = PARAMS.variant("constant_init")
-    for s in range(len(SEEDS)):
-        w = weights.seed_slice(s)
-        one_unit = metrics.one_unit_loss(w, variant, X, Y)
-        assert loss(w, variant, X, Y) == pytest.approx(one_unit, abs=1e-5)
+    whole = seed_losses(weights, variant, X, Y)
+    assert whole == pytest.approx(seed_losses(one_unit(weights), variant, X, Y), abs=1e-5)
 
 
 def test_one_random_tensor_breaks_the_symmetry(splits):

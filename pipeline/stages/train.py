@@ -54,10 +54,11 @@ def compute(params, variant, split, tasks):
     splits = {name: split[name] for name in ("train", "val")}
     lecture = functools.partial(logits, weights.seed_slice(0), variant=recipe)
     samples = sample_names(lecture, vocab, X.shape[1], cfg.samples, cfg.sample_seed)
+    metrics = variant_metrics(weights, result, recipe, cfg, splits, len(vocab))
     figures = train_figures(variant, recipe, cfg, weights, result)
     return {
         "model": weights.state_dict(),
-        "metrics": variant_metrics(weights, result, recipe, cfg, splits, len(vocab)),
+        "metrics": metrics,
         "curve": Table(CURVE_COLUMNS, curve_rows(result, cfg)),
         "series": Table(series_columns(weights.params), series_rows(weights, result, cfg)),
         "samples": "\n".join(samples) + "\n",

@@ -260,25 +260,61 @@ def compare_ipynb(c, where, committed, ours):
 
 
 def compare_lock(c, where, committed, ours, outputs):
-    """Stages, commands and params equal; the hashes of the files no stage writes (source,
-    expected.yaml) equal; outputs, and folders of them, compared as files, not by hash."""
+    """Stages, commands, params and out paths equal; outputs, and folders of them, compared as
+    files, not by hash. The deps are lock_changes' business."""
     old, new = load_yaml(committed)["stages"], load_yaml(ours)["stages"]
     c.equal(f"{where} stages", sorted(old), sorted(new))
     for stage in old.keys() & new.keys():
         a, b = old[stage], new[stage]
         c.equal(f"{where} {stage} cmd", a["cmd"], b["cmd"])
         c.equal(f"{where} {stage} params", a.get("params"), b.get("params"))
-        for kind in ("deps", "outs"):
-            paths = [[d["path"] for d in e.get(kind, [])] for e in (a, b)]
-            c.equal(f"{where} {stage} {kind}", *paths)
-        sources = {
-            d["path"]: d["md5"]
-            for d in a.get("deps", [])
-            if d["path"] not in outputs and not d["md5"].endswith(".dir")
-        }
-        for dep in b.get("deps", []):
-            if dep["path"] in sources:
-                c.equal(f"{where} {stage} {dep['path']}", sources[dep["path"]], dep["md5"])
+        paths = [[d["path"] for d in e.get("outs", [])] for e in (a, b)]
+        c.equal(f"{where} {stage} outs", *paths)
+
+
+def lock_changes(committed, ours):
+    """(what differs in dvc.lock's stages, commands, params and outs, {source dep: [stages]}):
+    a source dep (a file or folder that no stage writes) moves with any edit of the code, an edit
+    that may leave every output as it was."""
+    old, new = (load_yaml(text or "stages: {}")["stages"] for text in (committed, ours))
+    written = {o["path"] for entry in old.values() for o in entry.get("outs", [])}
+    differ = [
+        f"stage {stage} is {'gone' if stage in old else 'new'}" for stage in old.keys() ^ new.keys()
+    ]
+    moved = {}
+    for stage in sorted(old.keys() & new.keys()):
+        a, b = old[stage], new[stage]
+        differ += [
+            f"{stage} {key}" for key in ("cmd", "params", "outs") if a.get(key) != b.get(key)
+        ]
+        deps = [{d["path"]: d.get("md5") for d in e.get("deps", [])} for e in (a, b)]
+        for path in deps[0].keys() | deps[1].keys():
+            if deps[0].get(path) == deps[1].get(path):
+                continue
+            if path in written:
+                differ.append(f"{stage} dep {path}")
+            else:
+                moved.setdefault(path, []).append(stage)
+    return sorted(differ), moved
+
+
+def say_moved(moved, base):
+    """Print the source deps whose hashes moved, and whether that fails: against HEAD it does,
+    since the committed dvc.lock no longer describes the code; against an older commit a change
+    of the code is what is being checked."""
+    if not moved:
+        return False
+    deps = ", ".join(
+        f"{path} ({len(stages)} stage{'s' * (len(stages) > 1)})"
+        for path, stages in sorted(moved.items())
+    )
+    print(f"dvc.lock: the hashes of source deps moved: {deps}")
+    at_head = git("rev-parse", base) == git("rev-parse", "HEAD")
+    if at_head:
+        print(f"{base}'s dvc.lock has the old hashes: commit the new dvc.lock", file=sys.stderr)
+    else:
+        print(f"  the code changed since {base}; its outputs are compared above")
+    return at_head
 
 
 # --- the two modes ----------------------------------------------------------------------------
@@ -301,6 +337,14 @@ def tracked_outputs(base):
 def workspace_outputs():
     files = git("ls-files", "--cached", "--others", "--exclude-standard", "--", *OUTPUTS).split()
     return sorted(f for f in files if f != MACHINE and Path(f).exists())
+
+
+def changed_outputs(base):
+    """The output files that are not `base`'s, bit for bit: changed, deleted or new."""
+    paths = ("--", *OUTPUTS, f":!{MACHINE}")
+    changed = git("diff", "--name-status", base, *paths).splitlines()
+    new = git("ls-files", "--others", "--exclude-standard", *paths).split()
+    return sorted([f"  {' '.join(line.split())}" for line in changed] + [f"  A {f}" for f in new])
 
 
 def compare_values(base, spec):
@@ -371,20 +415,26 @@ def main(base, mode, tolerance):
         mode = "bits" if same else "values"
         print(f"committed outputs made on: {committed or 'unrecorded machines'}")
         print(f"this machine is {'the same' if same else 'another'}: comparing {mode}")
+    lock = lock_changes(committed_text(base, "dvc.lock"), Path("dvc.lock").read_text())
     if mode == "bits":
-        changed = git("status", "--porcelain", "--", *OUTPUTS, f":!{MACHINE}").splitlines()
-        files = tracked_outputs(base)
-        print(f"bit mode: {len(files)} files compared, {len(changed)} differ")
-        if changed:
-            print("\n".join(changed))
+        changed = changed_outputs(base)
+        if not lock[0]:  # dvc.lock differs at most in its source deps: said below
+            changed = [line for line in changed if line != "  M dvc.lock"]
+        print(f"bit mode: {len(tracked_outputs(base))} files compared, {len(changed)} differ")
+        for line in changed + [f"  dvc.lock: {what}" for what in lock[0]]:
+            print(line)
+        if say_moved(lock[1], base) or changed:
             sys.exit(1)
-        print(f"the outputs ({' '.join(OUTPUTS)}) are the committed ones, bit for bit")
+        same = "metrics, reports and the rest of dvc.lock" if lock[1] else " ".join(OUTPUTS)
+        print(f"the outputs ({same}) are {base}'s, bit for bit")
         return
     c = compare_values(base, load_yaml(Path(tolerance).read_text()))
     report(c, "value mode")
+    moved = say_moved(lock[1], base)
     if c.problems:
         print(f"{len(c.problems)} differences beyond tolerance:", file=sys.stderr)
         print("\n".join(f"  {p}" for p in c.problems[:50]), file=sys.stderr)
+    if c.problems or moved:
         sys.exit(1)
     print("the outputs agree with the committed ones within tolerance.yaml")
 

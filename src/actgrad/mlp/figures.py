@@ -8,7 +8,7 @@ from ..plots import (
     variant_color,
 )
 from ..stats import curve
-from .metrics import inactive_units, ratio_steps, unit_steps
+from .metrics import ratio_steps, unit_steps
 from .probes import MATRICES
 
 
@@ -18,7 +18,7 @@ def train_figures(name, variant, cfg, weights, result):
     seed = weights.seeds[0]
     activation = variant.activation
     z, h = result.init_z[0], result.init_h[0]
-    inactive, _, _ = inactive_units(z, h, activation)
+    inactive = activation.inactive(z, h)
     title = f"{name} at initialisation (seed {seed}, first batch)"
     figures = {"init": init_figure(z, h, inactive, activation, title, variant_color(name))}
     steps = ratio_steps(cfg)

@@ -8,7 +8,7 @@ import torch
 
 from ..stats import block_means, curve, seed_table
 from .calibration import calibrate
-from .network import loss, seed_losses
+from .network import one_unit, seed_losses
 from .probes import MATRICES
 
 
@@ -54,53 +54,10 @@ def unigram_loss(Y, vocab_size):
     return -(p[p > 0] * p[p > 0].log()).sum().item()
 
 
-@torch.no_grad()
-def one_unit_loss(w, variant, X, Y):
-    """The loss of the network cut down to its first hidden unit, with that unit's outgoing
-    weights summed over all units. Equal to the full network's loss exactly when every unit
-    is a copy of the first (constant init), because then h @ W2 = h_0 · Σ_j W2[j]."""
-    one = dict(w)
-    one["W1"], one["W2"] = w["W1"][:, :1], w["W2"].contiguous().sum(0, keepdim=True)
-    for name in ("b1", "norm_gain", "norm_bias", "mean", "std"):
-        if name in w:
-            one[name] = w[name][..., :1]
-    return loss(one, variant, X, Y)
-
-
-def seed_metrics(weights, result, variant, splits):
-    """{metric: [one value per seed]}: the losses over each split and at init, the dead,
-    distinct and negative hidden units and the distinct embedding dimensions, where every
-    seed's units ended as copies of one the loss of the network cut to that one unit (elsewhere
-    that loss means nothing, and it moves far more than the model's own loss from CPU to CPU),
-    and beside BatchNorm how far its running statistics are from the calibrated ones."""
-    values = {
-        f"{name}_loss": seed_losses(weights, variant, X, Y) for name, (X, Y) in splits.items()
-    }
-    values["init_loss"] = result.losses[:, 0].tolist()
-    if (result.distinct_units[:, -1] == 1).all():
-        X, Y = splits["val"]
-        values["one_unit_val_loss"] = [
-            one_unit_loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))
-        ]
-    values["dead_units_final"] = result.dead_units[:, -1].tolist()
-    values["dead_units_max"] = result.dead_units.max(1).values.tolist()
-    values["distinct_units_final"] = result.distinct_units[:, -1].tolist()
-    values["negative_units_init"] = result.negative_units[:, 0].tolist()
-    values["negative_units_final"] = result.negative_units[:, -1].tolist()
-    values["distinct_dims_final"] = result.distinct_dims[:, -1].tolist()
-    values["distinct_w1_rows_final"] = result.distinct_w1_rows[:, -1].tolist()
-    if variant.batchnorm:
-        gaps = calibrate(weights, variant, splits)[0]["seeds"].values()
-        for key in ("mean_max_abs_diff", "std_max_rel_diff", "val_loss"):
-            values[f"calibrated_{key}"] = [gap[key] for gap in gaps]
-    return values
-
-
-def lecture_seed(weights, result, variant, cfg, vocab_size, Y):
+def lecture_seed(weights, result, activation, cfg, vocab_size, Y):
     """What the report reads of the lecture seed (the first): the inactive units at init, the
     update:data ratios of the first 1,000 steps and the exercises' answers, which tensors ever
     got a non-zero gradient (from which recorded step) and which ended where they started."""
-    activation = variant.activation
     _, fraction, dead = inactive_units(result.init_z[0], result.init_h[0], activation)
     steps = ratio_steps(cfg)
     early = [k for k, step in enumerate(steps) if step < 1000]
@@ -120,12 +77,44 @@ def lecture_seed(weights, result, variant, cfg, vocab_size, Y):
     }
 
 
+CALIBRATION_GAPS = ("mean_max_abs_diff", "std_max_rel_diff", "val_loss")
+
+
 def variant_metrics(weights, result, variant, cfg, splits, vocab_size):
-    """The train stage's metrics JSON: the lecture seed's numbers at the top, every seed's under
-    "seeds", their mean and sd, and the lecture seed's instruments."""
-    metrics = seed_table(seed_metrics(weights, result, variant, splits), weights.seeds)
-    metrics.update(lecture_seed(weights, result, variant, cfg, vocab_size, splits["train"][1]))
-    return metrics
+    """The train stage's metrics JSON, measured in one pass down the layers: the lecture seed's
+    numbers at the top, every seed's under "seeds", their mean and sd, and the lecture seed's
+    instruments. Every seed is scored on each split; where every seed's units ended as copies of
+    one, also the network cut to that one unit (elsewhere that loss means nothing, and it moves
+    far more than the model's own loss from CPU to CPU); beside BatchNorm, how far its running
+    statistics are from the calibrated ones."""
+    lecture = lecture_seed(weights, result, variant.activation, cfg, vocab_size, splits["train"][1])
+    scored = {f"{name}_loss": (weights, X, Y) for name, (X, Y) in splits.items()}
+    if (result.distinct_units[:, -1] == 1).all():
+        scored["one_unit_val_loss"] = (one_unit(weights), *splits["val"])
+    losses = {key: seed_losses(w, variant, X, Y) for key, (w, X, Y) in scored.items()}
+    calibrated = {}
+    if variant.batchnorm:
+        gaps = calibrate(weights, variant, splits)[0]["seeds"].values()
+        calibrated = {f"calibrated_{key}": [gap[key] for gap in gaps] for key in CALIBRATION_GAPS}
+    per_seed = {key: losses.pop(key) for key in ("train_loss", "val_loss")}
+    per_seed["init_loss"] = result.losses[:, 0].tolist()
+    per_seed |= losses | unit_counts(result) | calibrated
+    return seed_table(per_seed, weights.seeds) | lecture
+
+
+def unit_counts(result):
+    """{count: [one value per seed]}: the dead, distinct and negative hidden units and the
+    distinct embedding dimensions and W1 rows, at the end (and the dead units' most, the negative
+    units at init)."""
+    return {
+        "dead_units_final": result.dead_units[:, -1].tolist(),
+        "dead_units_max": result.dead_units.max(1).values.tolist(),
+        "distinct_units_final": result.distinct_units[:, -1].tolist(),
+        "negative_units_init": result.negative_units[:, 0].tolist(),
+        "negative_units_final": result.negative_units[:, -1].tolist(),
+        "distinct_dims_final": result.distinct_dims[:, -1].tolist(),
+        "distinct_w1_rows_final": result.distinct_w1_rows[:, -1].tolist(),
+    }
 
 
 SERIES_UNITS = ("dead_units", "distinct_units", "negative_units", "distinct_dims")

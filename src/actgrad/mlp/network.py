@@ -13,7 +13,8 @@ import torch
 
 from ..evaluate import split_loss
 
-PARAM_ORDER = ("C", "W1", "b1", "norm_gain", "norm_bias", "W2", "b2")
+NORM_PARAMS = ("norm_gain", "norm_bias")
+PARAM_ORDER = ("C", "W1", "b1", *NORM_PARAMS, "W2", "b2")
 
 
 @dataclass
@@ -25,6 +26,10 @@ class Weights:
     def seed_slice(self, s):
         """The weights of seed index s, as the 2-D tensors the lecture's code would hold."""
         return {name: t[s] for name, t in {**self.params, **self.running}.items()}
+
+    def slices(self):
+        """Every seed's weights, in seed order."""
+        return [self.seed_slice(s) for s in range(len(self.seeds))]
 
     def state_dict(self):
         """Plain tensors only, so torch.load(..., weights_only=True) reads it back."""
@@ -110,7 +115,18 @@ def loss(w, variant, X, Y, stats=None):
 
 def seed_losses(weights, variant, X, Y):
     """Every seed's loss over a whole split, in seed order."""
-    return [loss(weights.seed_slice(s), variant, X, Y) for s in range(len(weights.seeds))]
+    return [loss(w, variant, X, Y) for w in weights.slices()]
+
+
+def one_unit(weights):
+    """Every seed's network cut down to its first hidden unit, with that unit's outgoing weights
+    summed over all units. It computes the whole network's function exactly when every unit is a
+    copy of the first (constant init), because then h @ W2 = h_0 · Σ_j W2[j]."""
+    first = {n: t[..., :1] for n, t in weights.params.items() if n in ("W1", "b1", *NORM_PARAMS)}
+    summed = torch.stack([W2.contiguous().sum(0, keepdim=True) for W2 in weights.params["W2"]])
+    params = {n: first.get(n, t) for n, t in weights.params.items()} | {"W2": summed}
+    running = {name: t[..., :1] for name, t in weights.running.items()}
+    return Weights(weights.seeds, params, running)
 
 
 @torch.no_grad()
