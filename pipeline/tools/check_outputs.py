@@ -274,8 +274,8 @@ def compare_lock(c, where, committed, ours, outputs):
 
 def lock_changes(committed, ours):
     """(what differs in dvc.lock's stages, commands, params and outs, {source dep: [stages]}):
-    a source dep (a file or folder that no stage writes) moves with any edit of the code, an edit
-    that may leave every output as it was."""
+    a source dep (a file or folder that holds nothing a stage writes) moves with any edit of the
+    code, an edit that may leave every output as it was."""
     old, new = (load_yaml(text or "stages: {}")["stages"] for text in (committed, ours))
     written = {o["path"] for entry in old.values() for o in entry.get("outs", [])}
     differ = [
@@ -291,11 +291,16 @@ def lock_changes(committed, ours):
         for path in deps[0].keys() | deps[1].keys():
             if deps[0].get(path) == deps[1].get(path):
                 continue
-            if path in written:
+            if any(inside(path, w) or inside(w, path) for w in written):
                 differ.append(f"{stage} dep {path}")
             else:
                 moved.setdefault(path, []).append(stage)
     return sorted(differ), moved
+
+
+def inside(path, folder):
+    """Whether `path` is `folder` or lies in it."""
+    return f"{path}/".startswith(f"{folder}/")
 
 
 def say_moved(moved, base):

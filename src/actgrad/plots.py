@@ -176,12 +176,15 @@ def series_figure(panels, title, symlog=(), counts=()):
     """One panel a row: {panel title: (steps, {label: values})}; NaN values leave gaps. The
     panels named in `symlog` get a y axis that is logarithmic but shows zeros too, those in
     `counts` one from 0 with whole-number ticks. Each line has its own colour and dash pattern,
-    so that equal curves (zero gradients, say) do not hide one another; a panel of one curve
-    has no legend, and a note where every value is 0 says so."""
+    and a line that never moves says its value in the legend ("(0 throughout)"), so that a line
+    hidden under an equal one is still read; a panel of one curve has no legend, and a note
+    where every value is 0 says so."""
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), dpi=100)
     for ax, (panel_title, (steps, curves)) in zip(fig.axes, panels.items()):
         for index, (label, values) in enumerate(curves.items()):
             dashes = {"linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
+            if len(set(values)) == 1:
+                label += f" ({values[0]:g} throughout)"
             ax.plot(steps, values, label=label, linewidth=1.6 - 0.2 * index, **dashes)
         if all(v == 0 for values in curves.values() for v in values):
             ax.text(0.5, 0.5, "0 at every count", ha="center", va="center", transform=ax.transAxes)

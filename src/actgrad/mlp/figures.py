@@ -30,10 +30,7 @@ def train_figures(name, variant, cfg, weights, result):
     units, norms = unit_steps(cfg), "gradient norm of each tensor"
     dead = "hidden units off on every training context"
     distinct = "distinct hidden units (W1 column, b1), embedding dimensions (C column), W1 rows"
-    grads = {
-        name + " (0 throughout)" * (not norm.any()): norm.tolist()
-        for name, norm in zip(weights.params, result.grad_norm[0].T)
-    }
+    grads = dict(zip(weights.params, result.grad_norm[0].T.tolist()))
     off = {"input <= 0 (a ReLU's are dead)": result.negative_units[0].tolist()}
     if activation.inactive_rule:
         off[f"inactive: {activation.inactive_rule}"] = result.dead_units[0].tolist()
