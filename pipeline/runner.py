@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -277,8 +278,11 @@ def _raise_interrupt(signum, frame):
 
 
 def check_interrupted():
-    """Raise KeyboardInterrupt again if a signal came, in case something caught the first one."""
-    if _interrupted:
+    """Raise KeyboardInterrupt again if a signal came, in case something caught the first one;
+    in the main thread only, where the signal handler raised it. Another thread (a Dask client's
+    event loop, which runs the progress callbacks of a cluster's tasks) must go on: raising there
+    would stop the loop that the main thread needs to cancel the tasks and close the client."""
+    if _interrupted and threading.current_thread() is threading.main_thread():
         raise KeyboardInterrupt(_interrupted[0])
 
 

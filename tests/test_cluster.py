@@ -233,7 +233,7 @@ def test_ctrl_c_leaves_no_task_of_the_stage_on_the_cluster(reproduced, cluster, 
     wait_for(training, "both workers training")
     stage.send_signal(signal.SIGINT)
     _, stderr = stage.communicate(timeout=60)
-    assert stage.returncode == 130
+    assert stage.returncode == 130, stderr
     assert (
         stderr.strip()
         .splitlines()[-1]

@@ -68,7 +68,8 @@ class Tasks:
     client: object = None
     group_size: int | None = None  # seeds a task trains; None: all of them
     placements: list = field(default_factory=list)  # one per group of the last run, in order
-    on_progress: object = None  # on_progress(group index, step, losses) as tasks report
+    on_progress: object = None  # on_progress(group index, step, losses) as tasks report; a
+    # cluster's tasks report on the client's event-loop thread
 
     @property
     def workers(self):
