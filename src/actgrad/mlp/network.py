@@ -122,9 +122,9 @@ def one_unit(weights):
     """Every seed's network cut down to its first hidden unit, with that unit's outgoing weights
     summed over all units. It computes the whole network's function exactly when every unit is a
     copy of the first (constant init), because then h @ W2 = h_0 · Σ_j W2[j]."""
-    first = {n: t[..., :1] for n, t in weights.params.items() if n in ("W1", "b1", *NORM_PARAMS)}
-    summed = torch.stack([W2.contiguous().sum(0, keepdim=True) for W2 in weights.params["W2"]])
-    params = {n: first.get(n, t) for n, t in weights.params.items()} | {"W2": summed}
+    cut = ("W1", "b1", *NORM_PARAMS)  # a hidden unit's column of each
+    params = {n: t[..., :1] if n in cut else t for n, t in weights.params.items()}
+    params["W2"] = torch.stack([W2.contiguous().sum(0, keepdim=True) for W2 in params["W2"]])
     running = {name: t[..., :1] for name, t in weights.running.items()}
     return Weights(weights.seeds, params, running)
 
